@@ -1,0 +1,35 @@
+"""Shared test configuration: a hypothesis profile fit for CI and small helpers."""
+
+import os
+
+import keras
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings
+
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    derandomize=True,
+)
+settings.register_profile(
+    "dev",
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _clear_keras_session():
+    """Keep layer names and global state independent between tests."""
+    keras.utils.clear_session()
+    yield
+
+
+@pytest.fixture
+def backend():
+    return keras.backend.backend()
