@@ -1,17 +1,359 @@
-"""PLACEHOLDER: owned by the freezing work (issue 2); replace whole file."""
+"""Freezing a fraction of a model's layers: the paper's Mobile Freeze-Net cut.
 
+Roy & Khurana (ACM SAC 2023) freeze the first 50% of the layers of an ImageNet
+MobileNetV2 (``base.layers[:77]`` of its 154 layers) and fine-tune the rest.
+`freeze_fraction` does that for any Keras model, in three flavours: an ordered
+prefix (the paper's method), a seeded random subset (the paper's "50%
+stochastic fine tuning" baseline), and a prefix measured in parameters.
+"""
 
-class FreezeReport:
-    pass
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from fractions import Fraction
+
+import keras
+import numpy as np
+
+_MODES = ("ordered", "stochastic")
+_BYS = ("layers", "params")
+_ORIGINAL_FLAGS_ATTR = "_keras_freeze_original_trainable"
 
 
 def flatten_layers(model):
-    raise NotImplementedError
+    """Lists a model's layers in order, expanding nested models.
+
+    This is the list `freeze_fraction` counts and cuts. The rule: walk
+    `model.layers` in order; a layer that is itself a `keras.Model`
+    (Functional, Sequential or subclassed) is replaced by its own flattened
+    layers, recursively; every other layer is one entry, weightless or not
+    (`InputLayer`, `ReLU`, `Add`, `ZeroPadding2D` all count, as they do in
+    the paper's count of 154 MobileNetV2 layers). A custom layer that merely
+    holds sublayers (not a `keras.Model`) stays one entry.
+
+    Note that Keras lists a Functional model's `InputLayer` in `.layers` but
+    not a Sequential model's, and this function follows `.layers`.
+
+    Args:
+        model: A `keras.Model` (or any layer exposing `.layers`).
+
+    Returns:
+        A list of `keras.layers.Layer`, outermost order, no models in it.
+
+    Example:
+
+    >>> import keras
+    >>> inner = keras.Sequential([keras.layers.Dense(4), keras.layers.ReLU()])
+    >>> outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(2)])
+    >>> [type(layer).__name__ for layer in flatten_layers(outer)]
+    ['Dense', 'ReLU', 'Dense']
+    """
+    layers = []
+    for layer in _get_layers(model):
+        if isinstance(layer, keras.Model):
+            layers.extend(flatten_layers(layer))
+        else:
+            layers.append(layer)
+    return layers
+
+
+def _get_layers(model):
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise ValueError(
+            "Expected a keras.Model (an object with a `.layers` list). "
+            f"Received: model={model!r} of type {type(model).__name__}"
+        )
+    return list(layers)
+
+
+def _walk(model):
+    """Pre-order walk over every layer, containers included (the model too)."""
+    yield model
+    for layer in getattr(model, "layers", []):
+        yield from _walk(layer)
+
+
+def _count(weights):
+    return int(sum(math.prod(w.shape) for w in weights))
+
+
+@dataclasses.dataclass(frozen=True)
+class FreezeReport:
+    """What `freeze_fraction` did to a model.
+
+    Attributes:
+        frozen: Names of the layers now frozen, in model order.
+        trainable: Names of the layers left trainable, in model order.
+        n_layers: Number of layers counted (`len(flatten_layers(model))`).
+        fraction: The requested fraction.
+        mode: `"ordered"` or `"stochastic"`.
+        by: `"layers"` or `"params"`.
+        seed: The seed used by `mode="stochastic"` (`None` otherwise).
+        trainable_params_before: Trainable parameters before the call.
+        non_trainable_params_before: Non-trainable parameters before the call.
+        trainable_params_after: Trainable parameters after the call.
+        non_trainable_params_after: Non-trainable parameters after the call.
+    """
+
+    frozen: tuple
+    trainable: tuple
+    n_layers: int
+    fraction: float
+    mode: str
+    by: str
+    seed: int | None
+    trainable_params_before: int
+    non_trainable_params_before: int
+    trainable_params_after: int
+    non_trainable_params_after: int
+
+    @property
+    def n_frozen(self):
+        """Number of layers frozen."""
+        return len(self.frozen)
+
+    @property
+    def n_trainable(self):
+        """Number of layers left trainable."""
+        return len(self.trainable)
+
+    def summary(self):
+        """Returns a short human-readable account of the freeze, as a string."""
+        seed = f", seed={self.seed}" if self.mode == "stochastic" else ""
+        lines = [
+            f"freeze_fraction(fraction={self.fraction}, mode={self.mode!r}, by={self.by!r}{seed})",
+            f"  layers frozen:     {self.n_frozen} / {self.n_layers}",
+            f"  layers trainable:  {self.n_trainable} / {self.n_layers}",
+            "  parameters         before -> after",
+            f"    trainable:       {self.trainable_params_before:,} -> "
+            f"{self.trainable_params_after:,}",
+            f"    non-trainable:   {self.non_trainable_params_before:,} -> "
+            f"{self.non_trainable_params_after:,}",
+        ]
+        if self.frozen:
+            shown = ", ".join(self.frozen[:3])
+            if self.n_frozen > 6:
+                shown += ", ..., " + ", ".join(self.frozen[-3:])
+            elif self.n_frozen > 3:
+                shown = ", ".join(self.frozen)
+            lines.append(f"  frozen: {shown}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.summary()
+
+
+def _validate_fraction(fraction):
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+        raise ValueError(
+            f"Expected fraction to be a number in [0, 1]. Received: fraction={fraction!r}"
+        )
+    fraction = float(fraction)
+    if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"Expected fraction in [0, 1]. Received: fraction={fraction}")
+    return fraction
+
+
+def _n_to_freeze(fraction, n):
+    """floor(fraction * n), reading `fraction` as the decimal it prints as.
+
+    Reading 0.29 as the decimal 0.29 (not as its binary value
+    0.28999999999999998) makes 0.29 of 100 layers 29, as a user expects.
+    """
+    return math.floor(Fraction(repr(fraction)) * n)
+
+
+def _prefix_by_params(params, fraction):
+    """Shortest prefix length whose parameter sum is >= fraction * total."""
+    total = int(sum(params))
+    target = Fraction(repr(fraction)) * total
+    if target == 0:
+        return 0
+    cumulative = np.cumsum(params)
+    return int(np.searchsorted(cumulative, math.ceil(target), side="left")) + 1
 
 
 def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=None):
-    raise NotImplementedError
+    """Freezes a fraction of a model's layers, as the paper's Mobile Freeze-Net.
+
+    The layers counted are `flatten_layers(model)`: `model.layers` in order,
+    with nested models expanded into their own layers. Of those N layers:
+
+    - `mode="ordered"`, `by="layers"` freezes the first `floor(fraction * N)`
+      (the paper's method: on `keras.applications.MobileNetV2(include_top=False)`,
+      154 layers, `fraction=0.5` freezes exactly `layers[:77]`);
+    - `mode="stochastic"`, `by="layers"` freezes a uniformly random subset of the
+      same size, reproducible with `seed` (the paper's "50% stochastic fine
+      tuning" baseline);
+    - `by="params"` freezes the shortest run of layers, in model order (ordered)
+      or in a seeded random order (stochastic), that holds at least
+      `fraction` of the model's parameters.
+
+    Every layer not chosen is made trainable, so the result depends only on the
+    arguments, never on earlier calls: calling it twice gives the same state.
+    `unfreeze(model)` restores the flags the model had before the first call.
+
+    The paper's own call freezes half of the backbone, not of the whole
+    classifier (whose head adds two layers)::
+
+        base = keras.applications.MobileNetV2(include_top=False, input_shape=(224, 224, 3))
+        freeze_fraction(base, 0.5)           # base.layers[:77], as in the paper
+        model = keras.Sequential([base, keras.layers.GlobalMaxPooling2D(),
+                                  keras.layers.Dense(4, activation="softmax")])
+
+    Frozen `BatchNormalization` layers run in inference mode during `fit`
+    (Keras 3 semantics), so their moving statistics stay as loaded. Freeze
+    before `model.compile(...)`, or compile again after freezing; inside
+    `fit` (a callback) call `model.make_train_function(force=True)` after it.
+
+    Args:
+        model: The `keras.Model` to freeze in place.
+        fraction: Float in [0, 1], the share of layers (or parameters) to
+            freeze. Defaults to `0.5`, the paper's choice. It is read as the
+            decimal it prints as, so `0.29` of 100 layers freezes 29.
+        mode: `"ordered"` (a prefix) or `"stochastic"` (a seeded random
+            subset). Defaults to `"ordered"`.
+        by: `"layers"` to count layers, `"params"` to count parameters
+            (the model must be built). Defaults to `"layers"`.
+        seed: Integer seed for `mode="stochastic"`; `None` draws a fresh
+            random subset. Must be `None` with `mode="ordered"`.
+
+    Returns:
+        A `FreezeReport` naming the frozen layers, with parameter counts
+        before and after.
+
+    Raises:
+        ValueError: If `fraction` is not a number in [0, 1], `mode` or `by`
+            is unknown, `seed` is given with `mode="ordered"`, the model has no
+            layers, or `by="params"` is asked of an unbuilt or weightless model.
+
+    Example:
+
+    >>> import keras
+    >>> base = keras.applications.MobileNetV2(
+    ...     include_top=False, weights=None, input_shape=(96, 96, 3))
+    >>> report = freeze_fraction(base, 0.5)
+    >>> report.n_frozen, len(base.layers)
+    (77, 154)
+    >>> all(not layer.trainable for layer in base.layers[:77])
+    True
+    >>> all(layer.trainable for layer in base.layers[77:])
+    True
+    """
+    fraction = _validate_fraction(fraction)
+    if mode not in _MODES:
+        raise ValueError(
+            f"Expected mode to be one of {_MODES}. Received: mode={mode!r}"
+        )
+    if by not in _BYS:
+        raise ValueError(f"Expected by to be one of {_BYS}. Received: by={by!r}")
+    if mode == "ordered" and seed is not None:
+        raise ValueError(
+            "`seed` only applies to mode='stochastic'; an ordered freeze is "
+            f"deterministic. Received: mode='ordered', seed={seed!r}. "
+            "Pass seed=None or mode='stochastic'."
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"Expected seed to be an integer or None. Received: seed={seed!r}")
+    layers = flatten_layers(model)
+    n = len(layers)
+    if n == 0:
+        raise ValueError(
+            f"Expected a model with at least one layer. Received: model {model.name!r} "
+            "with no layers. Build or define the model's layers first."
+        )
+
+    order = np.arange(n)
+    if mode == "stochastic":
+        order = np.random.default_rng(seed).permutation(n)
+    if by == "layers":
+        k = _n_to_freeze(fraction, n)
+    else:
+        params = _layer_params(model, layers)
+        k = _prefix_by_params(params[order], fraction)
+    chosen = set(order[:k].tolist())
+
+    trainable_before = _count(model.trainable_weights)
+    non_trainable_before = _count(model.non_trainable_weights)
+    if not hasattr(model, _ORIGINAL_FLAGS_ATTR):
+        object.__setattr__(
+            model,
+            _ORIGINAL_FLAGS_ATTR,
+            [(layer, layer.trainable) for layer in _walk(model)],
+        )
+    model.trainable = True  # recursive in Keras 3: resets every sublayer
+    for i in sorted(chosen):
+        layers[i].trainable = False
+    return FreezeReport(
+        frozen=tuple(layers[i].name for i in range(n) if i in chosen),
+        trainable=tuple(layers[i].name for i in range(n) if i not in chosen),
+        n_layers=n,
+        fraction=fraction,
+        mode=mode,
+        by=by,
+        seed=None if seed is None else int(seed),
+        trainable_params_before=trainable_before,
+        non_trainable_params_before=non_trainable_before,
+        trainable_params_after=_count(model.trainable_weights),
+        non_trainable_params_after=_count(model.non_trainable_weights),
+    )
+
+
+def _layer_params(model, layers):
+    unbuilt = [layer.name for layer in layers if not layer.built]
+    if unbuilt:
+        raise ValueError(
+            "by='params' needs a built model to count parameters. Received: model "
+            f"{model.name!r} with unbuilt layers {unbuilt[:5]}. Call the model on "
+            "data or `model.build(input_shape)` first."
+        )
+    params = np.array([layer.count_params() for layer in layers], dtype=np.int64)
+    if params.sum() == 0:
+        raise ValueError(
+            f"by='params' needs parameters to count. Received: model {model.name!r} "
+            "with 0 parameters. Use by='layers'."
+        )
+    return params
 
 
 def unfreeze(model):
-    raise NotImplementedError
+    """Undoes `freeze_fraction`: restores the trainable flags from before it.
+
+    If `freeze_fraction` was called on `model` (once or more), every layer gets
+    back the `trainable` flag it had before the first call. Otherwise (say, a
+    model loaded from a `.keras` file) every layer is made trainable.
+    As with freezing, compile again afterwards (or, inside `fit`, call
+    `model.make_train_function(force=True)`).
+
+    Args:
+        model: The `keras.Model` to unfreeze in place.
+
+    Returns:
+        The number of layers of `flatten_layers(model)` that are trainable
+        afterwards.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+    ...                           keras.layers.Dense(1)])
+    >>> _ = freeze_fraction(model, 0.5)
+    >>> [layer.trainable for layer in model.layers]
+    [False, True]
+    >>> unfreeze(model)
+    2
+    >>> [layer.trainable for layer in model.layers]
+    [True, True]
+    """
+    _get_layers(model)
+    original = getattr(model, _ORIGINAL_FLAGS_ATTR, None)
+    if original is None:
+        model.trainable = True
+    else:
+        for layer, flag in original:  # pre-order: containers before their layers
+            layer.trainable = flag
+        object.__delattr__(model, _ORIGINAL_FLAGS_ATTR)
+    return sum(layer.trainable for layer in flatten_layers(model))
