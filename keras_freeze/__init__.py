@@ -10,6 +10,7 @@ from keras_freeze._attention import attention_weights
 from keras_freeze._attention import estimate_class_attention
 from keras_freeze._callbacks import ClassificationMetrics
 from keras_freeze._callbacks import GradualUnfreezing
+from keras_freeze._callbacks import classification_metrics
 from keras_freeze._freeze import FreezeReport
 from keras_freeze._freeze import flatten_layers
 from keras_freeze._freeze import freeze_fraction
@@ -34,6 +35,7 @@ __all__ = [
     "__version__",
     "attention_weighted_cce",
     "attention_weights",
+    "classification_metrics",
     "estimate_class_attention",
     "flatten_layers",
     "freeze_fraction",

@@ -245,9 +245,7 @@ def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=No
     """
     fraction = _validate_fraction(fraction)
     if mode not in _MODES:
-        raise ValueError(
-            f"Expected mode to be one of {_MODES}. Received: mode={mode!r}"
-        )
+        raise ValueError(f"Expected mode to be one of {_MODES}. Received: mode={mode!r}")
     if by not in _BYS:
         raise ValueError(f"Expected by to be one of {_BYS}. Received: by={by!r}")
     if mode == "ordered" and seed is not None:
@@ -284,7 +282,7 @@ def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=No
             _ORIGINAL_FLAGS_ATTR,
             [(layer, layer.trainable) for layer in _walk(model)],
         )
-    model.trainable = True  # recursive in Keras 3: resets every sublayer
+    _set_trainable(model, True)  # recursive in Keras 3: resets every sublayer
     for i in sorted(chosen):
         layers[i].trainable = False
     return FreezeReport(
@@ -300,6 +298,14 @@ def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=No
         trainable_params_after=_count(model.trainable_weights),
         non_trainable_params_after=_count(model.non_trainable_weights),
     )
+
+
+def _set_trainable(layer, value):
+    # Calls the `trainable` setter directly: on the TensorFlow backend, Keras
+    # layers are `AutoTrackable`, whose `__setattr__` skips assignments of an
+    # unchanged value, so `model.trainable = True` on a model that is already
+    # trainable would leave frozen sublayers frozen.
+    keras.layers.Layer.trainable.fset(layer, value)
 
 
 def _layer_params(model, layers):
@@ -351,9 +357,9 @@ def unfreeze(model):
     _get_layers(model)
     original = getattr(model, _ORIGINAL_FLAGS_ATTR, None)
     if original is None:
-        model.trainable = True
+        _set_trainable(model, True)
     else:
         for layer, flag in original:  # pre-order: containers before their layers
-            layer.trainable = flag
+            _set_trainable(layer, flag)
         object.__delattr__(model, _ORIGINAL_FLAGS_ATTR)
     return sum(layer.trainable for layer in flatten_layers(model))

@@ -1,20 +1,557 @@
-"""PLACEHOLDER: owned by the loss work (issue 3); replace whole file."""
+"""The attention-based loss of the paper (eq. 1) as first-class Keras losses.
 
+Roy & Khurana, "Mobile Freeze-Net with Attention-based Loss Function for
+Covid-19 Detection from an Imbalanced CXR Dataset", ACM SAC 2023
+(https://doi.org/10.1145/3555776.3577825), train with a weighted categorical
+cross-entropy whose per-sample value is
+
+    loss = -sum_c alpha_c * y_c * log(p_c)                                  (1)
+
+with one attention weight `alpha_c` per class (eqs. 2-3, see
+`keras_freeze.estimate_class_attention` and `keras_freeze.attention_weights`).
+
+This module follows Keras' own `CategoricalCrossentropy` exactly: the pure
+per-sample functions `attention_weighted_cce` / `sparse_attention_weighted_cce`
+never reduce, and the `keras.losses.Loss` subclasses leave reduction,
+`sample_weight`, masks and dtype to the base class. With every `alpha_c = 1`
+the losses equal `keras.losses.CategoricalCrossentropy` /
+`SparseCategoricalCrossentropy`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "PAPER_ALPHA",
+    "PAPER_CLASS_NAMES",
+    "AttentionWeightedCCE",
+    "SparseAttentionWeightedCCE",
+    "attention_weighted_cce",
+    "sparse_attention_weighted_cce",
+]
+
+#: The authors' published attention weights (eq. 3), in `PAPER_CLASS_NAMES` order.
 PAPER_ALPHA = (0.00525, 0.00579, 0.00566, 0.00513)
+#: Class order of `PAPER_ALPHA`: the COVID-19 Radiography Database folders.
 PAPER_CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 
-
-class AttentionWeightedCCE:
-    pass
-
-
-class SparseAttentionWeightedCCE:
-    pass
+# Inputs in these dtypes are computed in float32 (and the result cast back),
+# so that the softmax / log / weighted sum never overflow or underflow.
+_LOW_PRECISION = ("float16", "bfloat16")
 
 
-def attention_weighted_cce(*args, **kwargs):
-    raise NotImplementedError
+# --------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------
 
 
-def sparse_attention_weighted_cce(*args, **kwargs):
-    raise NotImplementedError
+def _resolve_alpha(alpha):
+    """Returns `alpha` as a tuple of K positive finite Python floats.
+
+    Accepts a sequence / array / tensor of numbers, any object with a
+    `.weights` attribute (e.g. `ClassAttention`), or the string `"paper"`.
+    """
+    received = alpha
+    if isinstance(alpha, str):
+        if alpha.lower() == "paper":
+            return tuple(float(a) for a in PAPER_ALPHA)
+        raise ValueError(
+            'Expected `alpha` to be "paper", a sequence of positive finite floats (one per '
+            f"class) or an object with a `.weights` attribute. Received: alpha={alpha!r}"
+        )
+    if alpha is None:
+        raise ValueError(
+            "Expected `alpha` to be a sequence of positive finite floats (one per class), "
+            'a `ClassAttention` or "paper". Received: alpha=None'
+        )
+    if hasattr(alpha, "weights") and not isinstance(alpha, (list, tuple, np.ndarray)):
+        # Duck-typed `ClassAttention` (or anything exposing per-class weights).
+        alpha = alpha.weights
+    try:
+        values = np.asarray(alpha)
+    except Exception:  # e.g. a torch tensor that requires grad
+        try:
+            values = np.asarray(ops.convert_to_numpy(alpha))
+        except Exception as e:
+            raise ValueError(
+                "Expected `alpha` to be a sequence of positive finite floats (one per class). "
+                f"Received: alpha={received!r}"
+            ) from e
+    if values.dtype == bool or not (
+        np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)
+    ):
+        raise ValueError(
+            "Expected `alpha` to be a sequence of positive finite floats (one per class). "
+            f"Received: alpha={received!r} (dtype {values.dtype})"
+        )
+    if values.ndim != 1:
+        hint = f" Use alpha=[{float(values)}] * num_classes." if values.ndim == 0 else ""
+        raise ValueError(
+            "Expected `alpha` to be one-dimensional, one weight per class. "
+            f"Received: alpha={received!r} with shape {values.shape}.{hint}"
+        )
+    if values.size == 0:
+        raise ValueError(
+            "Expected `alpha` to hold one positive weight per class. "
+            f"Received: an empty alpha={received!r}"
+        )
+    values = values.astype(np.float64)
+    bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise ValueError(
+            "Expected every entry of `alpha` to be a finite number > 0. "
+            f"Received: alpha={values.tolist()} (invalid at index {bad}: "
+            f"{[values[i].item() for i in bad]})"
+        )
+    return tuple(float(v) for v in values)
+
+
+def _check_options(from_logits, label_smoothing, axis):
+    if not isinstance(from_logits, (bool, np.bool_)):
+        raise ValueError(
+            f"Expected `from_logits` to be a bool. Received: from_logits={from_logits!r}"
+        )
+    if (
+        isinstance(label_smoothing, bool)
+        or not isinstance(label_smoothing, numbers.Real)
+        or not (0.0 <= float(label_smoothing) <= 1.0)
+    ):
+        raise ValueError(
+            f"Expected `label_smoothing` in [0, 1]. Received: label_smoothing={label_smoothing!r}"
+        )
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise ValueError(
+            f"Expected `axis` to be an int. Received: axis={axis!r} of type {type(axis)}"
+        )
+
+
+def _shape(x):
+    return tuple(None if d is None else int(d) for d in x.shape)
+
+
+def _canonical_axis(axis, rank, y_pred_shape):
+    if rank < 1 or not -rank <= axis < rank:
+        raise ValueError(
+            f"Expected `axis` in [-{rank}, {rank}) for y_pred.shape={y_pred_shape}. "
+            f"Received: axis={axis}"
+        )
+    return axis % rank
+
+
+def _check_alpha_length(alpha, y_pred_shape, axis):
+    num_classes = y_pred_shape[axis]
+    if num_classes is not None and num_classes != len(alpha):
+        raise ValueError(
+            f"Expected `alpha` to hold one weight per class: {num_classes} values for "
+            f"y_pred.shape={y_pred_shape} (class axis={axis}). Received: alpha of length "
+            f"{len(alpha)}, alpha={list(alpha)}"
+        )
+
+
+def _compatible(a, b):
+    if len(a) != len(b):
+        return False
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def _float_input(x):
+    x = ops.convert_to_tensor(x)
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if "float" not in dtype:
+        x = ops.cast(x, keras.config.floatx())
+    return x
+
+
+def _maybe_keras_logits(y_pred, from_logits, fn_name):
+    """Mirrors Keras on TensorFlow: use the logits that `softmax` attached.
+
+    On the TensorFlow backend `keras.activations.softmax` stores its input on
+    the output tensor (`_keras_logits`) and Keras' cross-entropies compute from
+    those logits instead of the saturating probabilities. Doing the same keeps
+    `alpha = 1` identical to `CategoricalCrossentropy` there; the other
+    backends' cross-entropies ignore the attribute, and so does this loss.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return y_pred, from_logits
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is None:
+        return y_pred, from_logits
+    if from_logits:
+        warnings.warn(
+            f'"`{fn_name}` received `from_logits=True`, but the `y_pred` argument was '
+            "produced by a Softmax activation and thus does not represent logits. "
+            "Was this intended?",
+            stacklevel=3,
+        )
+    return logits, True
+
+
+# --------------------------------------------------------------------------
+# Core math (no validation of alpha; callers pass a validated tuple)
+# --------------------------------------------------------------------------
+
+
+def _weighted_cce(y_true, log_prob, alpha, axis, rank, compute_dtype):
+    bshape = [1] * rank
+    bshape[axis] = len(alpha)
+    alpha_t = ops.convert_to_tensor(np.reshape(np.asarray(alpha, compute_dtype), bshape))
+    return -ops.sum(y_true * log_prob * alpha_t, axis=axis)
+
+
+def _cast(x, dtype):
+    if keras.backend.standardize_dtype(x.dtype) == dtype:
+        return x
+    return ops.cast(x, dtype)
+
+
+def _log_probs(y_pred, from_logits, axis):
+    # Not `keras.ops.categorical_crossentropy(alpha * y, ...)`: TensorFlow's fused
+    # softmax_cross_entropy_with_logits assumes targets that sum to 1 in its
+    # gradient (softmax - labels), which `alpha * y` does not.
+    if from_logits:
+        return ops.log_softmax(y_pred, axis=axis)
+    # As Keras: renormalise so each sample's probabilities sum to 1, then
+    # clip to [eps, 1 - eps] before the log.
+    eps = keras.config.epsilon()
+    y_pred = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
+    y_pred = ops.clip(y_pred, eps, 1.0 - eps)
+    return ops.log(y_pred)
+
+
+def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
+    y_pred = _float_input(y_pred)
+    y_pred, from_logits = _maybe_keras_logits(y_pred, from_logits, "attention_weighted_cce")
+    y_pred = _float_input(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    pred_shape, true_shape = _shape(y_pred), _shape(y_true)
+    rank = len(pred_shape)
+    axis = _canonical_axis(axis, rank, pred_shape)
+    if not _compatible(true_shape, pred_shape):
+        raise ValueError(
+            "Expected `y_true` (one-hot or soft labels along the class axis) and `y_pred` to "
+            f"have the same shape. Received: y_true.shape={true_shape}, "
+            f"y_pred.shape={pred_shape}. For integer labels use SparseAttentionWeightedCCE."
+        )
+    _check_alpha_length(alpha, pred_shape, axis)
+
+    out_dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    compute_dtype = "float32" if out_dtype in _LOW_PRECISION else out_dtype
+    y_pred = _cast(y_pred, compute_dtype)
+    y_true = _cast(y_true, compute_dtype)
+    if label_smoothing:
+        num_classes = ops.cast(ops.shape(y_pred)[axis], compute_dtype)
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / num_classes
+    loss = _weighted_cce(
+        y_true, _log_probs(y_pred, from_logits, axis), alpha, axis, rank, compute_dtype
+    )
+    return _cast(loss, out_dtype)
+
+
+def _sparse(y_true, y_pred, alpha, from_logits, axis):
+    y_pred = _float_input(y_pred)
+    y_pred, from_logits = _maybe_keras_logits(y_pred, from_logits, "sparse_attention_weighted_cce")
+    y_pred = _float_input(y_pred)
+    y_true = ops.convert_to_tensor(y_true)
+    pred_shape, true_shape = _shape(y_pred), _shape(y_true)
+    rank = len(pred_shape)
+    axis = _canonical_axis(axis, rank, pred_shape)
+    if len(true_shape) == rank and true_shape[axis] == 1:
+        y_true = ops.squeeze(y_true, axis=axis)
+        true_shape = _shape(y_true)
+    expected = pred_shape[:axis] + pred_shape[axis + 1 :]
+    if not _compatible(true_shape, expected):
+        raise ValueError(
+            "Expected integer `y_true` with the shape of `y_pred` without its class axis "
+            f"(axis={axis}), i.e. {expected}. Received: y_true.shape={true_shape}, "
+            f"y_pred.shape={pred_shape}. For one-hot labels use AttentionWeightedCCE."
+        )
+    _check_alpha_length(alpha, pred_shape, axis)
+
+    out_dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    compute_dtype = "float32" if out_dtype in _LOW_PRECISION else out_dtype
+    y_pred = _cast(y_pred, compute_dtype)
+    one_hot = ops.one_hot(ops.cast(y_true, "int32"), len(alpha), axis=axis, dtype=compute_dtype)
+    loss = _weighted_cce(
+        one_hot, _log_probs(y_pred, from_logits, axis), alpha, axis, rank, compute_dtype
+    )
+    return _cast(loss, out_dtype)
+
+
+# --------------------------------------------------------------------------
+# Public per-sample functions
+# --------------------------------------------------------------------------
+
+
+def attention_weighted_cce(y_true, y_pred, alpha, from_logits=False, label_smoothing=0.0, axis=-1):
+    """Per-sample attention-weighted categorical cross-entropy (eq. 1).
+
+    For each sample, `-sum_c alpha_c * y_c * log(p_c)` over the class axis.
+    `p` is `softmax(y_pred)` computed as a stable log-softmax when
+    `from_logits=True`; otherwise `y_pred` is renormalised to sum to 1 and
+    clipped to `[eps, 1 - eps]` (`eps = keras.config.epsilon()`) before the
+    log, exactly as `keras.losses.categorical_crossentropy`. Nothing is
+    reduced over the batch. float16 / bfloat16 inputs are computed in float32
+    and the result cast back.
+
+    Args:
+        y_true: One-hot (or soft) labels, same shape as `y_pred`.
+        y_pred: Probabilities, or logits when `from_logits=True`.
+        alpha: K positive finite per-class weights: a sequence / array, an
+            object with a `.weights` attribute (`ClassAttention`), or
+            `"paper"` for `PAPER_ALPHA`.
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        label_smoothing: Float in [0, 1]; labels become
+            `y * (1 - label_smoothing) + label_smoothing / K`. Defaults to 0.
+        axis: The class axis. Defaults to -1.
+
+    Returns:
+        A tensor of shape `y_pred.shape` without `axis`, one loss per sample.
+
+    Raises:
+        ValueError: If `alpha` is empty, not one-dimensional, holds a value
+            that is not finite and > 0, or its length differs from
+            `y_pred.shape[axis]`; if `y_true` and `y_pred` shapes differ; or
+            if an option is out of range.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_freeze import attention_weighted_cce
+    >>> y_true = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    >>> y_pred = [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]
+    >>> loss = attention_weighted_cce(y_true, y_pred, alpha=[1.0, 2.0, 0.5])
+    >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(loss)]
+    [0.1026, 1.1513]
+    """
+    alpha = _resolve_alpha(alpha)
+    _check_options(from_logits, label_smoothing, axis)
+    return _categorical(y_true, y_pred, alpha, bool(from_logits), float(label_smoothing), axis)
+
+
+def sparse_attention_weighted_cce(y_true, y_pred, alpha, from_logits=False, axis=-1):
+    """Per-sample attention-weighted cross-entropy for integer labels.
+
+    Equals `attention_weighted_cce(one_hot(y_true), y_pred, alpha, ...)`: for
+    each sample `-alpha_y * log(p_y)`, with `p` computed as in
+    `attention_weighted_cce` (the same computation as
+    `keras.losses.sparse_categorical_crossentropy` when every `alpha_c = 1`).
+
+    Args:
+        y_true: Integer class indices, shape `y_pred.shape` without `axis`
+            (a trailing size-1 class axis is squeezed). Labels outside
+            `[0, K)` select no class and contribute 0, as `keras.ops.one_hot`.
+        y_pred: Probabilities, or logits when `from_logits=True`.
+        alpha: K positive finite per-class weights (see
+            `attention_weighted_cce`).
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        axis: The class axis of `y_pred`. Defaults to -1.
+
+    Returns:
+        A tensor of shape `y_pred.shape` without `axis`, one loss per sample.
+
+    Raises:
+        ValueError: As `attention_weighted_cce`, and if `y_true`'s shape is
+            not `y_pred`'s shape without the class axis.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_freeze import sparse_attention_weighted_cce
+    >>> loss = sparse_attention_weighted_cce([1, 2], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]],
+    ...                                      alpha=[1.0, 2.0, 0.5])
+    >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(loss)]
+    [0.1026, 1.1513]
+    """
+    alpha = _resolve_alpha(alpha)
+    _check_options(from_logits, 0.0, axis)
+    return _sparse(y_true, y_pred, alpha, bool(from_logits), axis)
+
+
+# --------------------------------------------------------------------------
+# Loss classes
+# --------------------------------------------------------------------------
+
+
+def _dtype_config(dtype):
+    if dtype is None or isinstance(dtype, str):
+        return dtype
+    name = getattr(dtype, "name", None)  # a keras.DTypePolicy
+    return name if isinstance(name, str) else str(dtype)
+
+
+def _call_in_float32(loss, y_true, y_pred, sample_weight):
+    """Runs `loss` with a float32 twin when its dtype is float16 / bfloat16.
+
+    The base class would cast the per-sample values to the low-precision dtype
+    and sum them there, where a batch of large losses overflows (float16 tops
+    out at 65504). The twin does the whole computation and reduction in
+    float32; only the final value is cast to the loss dtype.
+    """
+    twin = type(loss).from_config({**loss.get_config(), "dtype": "float32"})
+    return ops.cast(twin(y_true, y_pred, sample_weight=sample_weight), loss.dtype)
+
+
+class _AttentionWeightedLoss(keras.losses.Loss):
+    """Plumbing shared by the two attention-weighted losses (not public)."""
+
+    def __init__(self, alpha, from_logits, label_smoothing, axis, reduction, name, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        _check_options(from_logits, label_smoothing, axis)
+        self.alpha = list(_resolve_alpha(alpha))
+        self.from_logits = bool(from_logits)
+        self.axis = int(axis)
+        self._dtype_arg = _dtype_config(dtype)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if keras.backend.standardize_dtype(self.dtype) in _LOW_PRECISION:
+            return _call_in_float32(self, y_true, y_pred, sample_weight)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def _options(self):
+        return {
+            "alpha": [float(a) for a in self.alpha],
+            "from_logits": self.from_logits,
+            "axis": self.axis,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._options(), dtype=self._dtype_arg)
+        return config
+
+    def __repr__(self):
+        options = ", ".join(f"{key}={value!r}" for key, value in self._options().items())
+        return f"{type(self).__name__}({options}, reduction={self.reduction!r}, name={self.name!r})"
+
+
+@keras.saving.register_keras_serializable(package="keras_freeze")
+class AttentionWeightedCCE(_AttentionWeightedLoss):
+    """The paper's attention-based loss: weighted categorical cross-entropy.
+
+    Eq. (1) of Roy & Khurana (ACM SAC 2023): per sample
+    `-sum_c alpha_c * y_c * log(p_c)`, then reduced by the Keras base class
+    (`"sum_over_batch_size"`: the mean over the batch, as the paper). With all
+    `alpha_c = 1` it equals `keras.losses.CategoricalCrossentropy` for every
+    option. Use `SparseAttentionWeightedCCE` for integer labels.
+
+    Args:
+        alpha: K positive finite per-class weights, in the class order of
+            `y_pred`: a sequence / array of floats, a `ClassAttention` (from
+            `keras_freeze.estimate_class_attention`, or any object with a
+            `.weights` attribute), or `"paper"` for the authors' published
+            `PAPER_ALPHA = (0.00525, 0.00579, 0.00566, 0.00513)` in the order
+            `PAPER_CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal",
+            "Viral Pneumonia")`. Stored as a list of floats.
+        from_logits: Whether `y_pred` holds logits (stable log-softmax path).
+            Defaults to `False`.
+        label_smoothing: Float in [0, 1]. Defaults to 0.
+        axis: The class axis. Defaults to -1.
+        reduction: As `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"attention_weighted_cce"`.
+        dtype: The loss's dtype, as `keras.losses.Loss`. With a float16 /
+            bfloat16 dtype (e.g. `"mixed_float16"`) the loss is computed and
+            reduced in float32 and only the final value is cast, so large
+            batches of losses cannot overflow.
+
+    Raises:
+        ValueError: If `alpha` is empty, not one-dimensional or holds a value
+            that is not finite and > 0, or an option is out of range; at call
+            time, if `len(alpha) != y_pred.shape[axis]` or the `y_true` /
+            `y_pred` shapes differ.
+
+    Example:
+
+    >>> from keras_freeze import AttentionWeightedCCE
+    >>> loss = AttentionWeightedCCE(alpha=[1.0, 2.0, 0.5])
+    >>> value = loss([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])
+    >>> round(float(value), 4)
+    0.6269
+
+    Usage with `compile()`:
+
+    ```python
+    model.compile(optimizer="adam", loss=AttentionWeightedCCE(alpha="paper"))
+    ```
+    """
+
+    def __init__(
+        self,
+        alpha,
+        from_logits=False,
+        label_smoothing=0.0,
+        axis=-1,
+        reduction="sum_over_batch_size",
+        name="attention_weighted_cce",
+        dtype=None,
+    ):
+        super().__init__(alpha, from_logits, label_smoothing, axis, reduction, name, dtype)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        return _categorical(
+            y_true, y_pred, tuple(self.alpha), self.from_logits, self.label_smoothing, self.axis
+        )
+
+    def _options(self):
+        options = super()._options()
+        axis = options.pop("axis")
+        return {**options, "label_smoothing": self.label_smoothing, "axis": axis}
+
+
+@keras.saving.register_keras_serializable(package="keras_freeze")
+class SparseAttentionWeightedCCE(_AttentionWeightedLoss):
+    """Attention-weighted cross-entropy for integer labels.
+
+    The sparse counterpart of `AttentionWeightedCCE`, as Keras pairs
+    `CategoricalCrossentropy` with `SparseCategoricalCrossentropy`: per sample
+    `-alpha_y * log(p_y)`. With all `alpha_c = 1` it equals
+    `keras.losses.SparseCategoricalCrossentropy`.
+
+    Args:
+        alpha: K positive finite per-class weights (see
+            `AttentionWeightedCCE`), or `"paper"`.
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        axis: The class axis of `y_pred`. Defaults to -1.
+        reduction: As `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"sparse_attention_weighted_cce"`.
+        dtype: The loss's dtype, as `keras.losses.Loss` (float16 / bfloat16:
+            computed and reduced in float32, as `AttentionWeightedCCE`).
+
+    Raises:
+        ValueError: As `AttentionWeightedCCE`; at call time also if `y_true`'s
+            shape is not `y_pred`'s shape without the class axis.
+
+    Example:
+
+    >>> from keras_freeze import SparseAttentionWeightedCCE
+    >>> loss = SparseAttentionWeightedCCE(alpha=[1.0, 2.0, 0.5])
+    >>> round(float(loss([1, 2], [[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]])), 4)
+    0.6269
+
+    Usage with `compile()`:
+
+    ```python
+    model.compile(optimizer="adam", loss=SparseAttentionWeightedCCE(alpha="paper"))
+    ```
+    """
+
+    def __init__(
+        self,
+        alpha,
+        from_logits=False,
+        axis=-1,
+        reduction="sum_over_batch_size",
+        name="sparse_attention_weighted_cce",
+        dtype=None,
+    ):
+        super().__init__(alpha, from_logits, 0.0, axis, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        return _sparse(y_true, y_pred, tuple(self.alpha), self.from_logits, self.axis)

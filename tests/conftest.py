@@ -26,7 +26,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture(autouse=True)
 def _clear_keras_session():
     """Keep layer names and global state independent between tests."""
-    keras.utils.clear_session()
+    keras.utils.clear_session(free_memory=False)
     yield
 
 

@@ -42,9 +42,7 @@ def _n_params(weights):
 @pytest.fixture(scope="module")
 def mobilenet():
     keras.utils.clear_session()
-    return keras.applications.MobileNetV2(
-        include_top=False, weights=None, input_shape=(32, 32, 3)
-    )
+    return keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
 
 
 # --------------------------------------------------------------------------- counts
@@ -104,6 +102,16 @@ def test_idempotent_and_history_free(n, i, j, stochastic):
     assert _flags(used) == first == _flags(fresh)
 
 
+def test_smaller_fraction_unfreezes_on_every_backend():
+    # Regression: on TensorFlow, `model.trainable = True` on an already
+    # trainable model was skipped by AutoTrackable and left layers frozen.
+    model = _chain(3)
+    freeze_fraction(model, 0.67)
+    assert _flags(model) == [False, False, True]
+    freeze_fraction(model, 0.34)
+    assert _flags(model) == [False, True, True]
+
+
 @given(
     n=st.integers(1, 30),
     i=FRACTIONS,
@@ -112,7 +120,7 @@ def test_idempotent_and_history_free(n, i, j, stochastic):
 )
 def test_unfreeze_restores_original_flags(n, i, original, repeats):
     model = _chain(n)
-    for layer, flag in zip(model.layers, original):
+    for layer, flag in zip(model.layers, original[:n], strict=True):
         layer.trainable = flag
     before = _flags(model)
     for r in range(repeats):
@@ -224,8 +232,7 @@ def test_report_parameter_counts_and_summary(mobilenet):
     frozen_trainable = sum(_n_params(layer.trainable_weights) for layer in base.layers[:77])
     assert frozen_trainable == 0
     moved = sum(
-        _n_params(w for w in layer.weights if "moving" not in w.path)
-        for layer in base.layers[:77]
+        _n_params(w for w in layer.weights if "moving" not in w.path) for layer in base.layers[:77]
     )
     assert report.trainable_params_before == total_trainable
     assert report.non_trainable_params_before == non_trainable
@@ -266,7 +273,8 @@ def test_frozen_layers_do_not_change_during_fit(freeze_bn):
     after = {layer.name: layer.get_weights() for layer in model.layers}
     bn_moving_mean_same = np.array_equal(before["bn"][2], after["bn"][2])
     assert bn_moving_mean_same == freeze_bn  # frozen BN runs in inference mode
-    assert all(np.array_equal(a, b) for a, b in zip(before["dense_in"], after["dense_in"]))
+    dense_pairs = zip(before["dense_in"], after["dense_in"], strict=True)
+    assert all(np.array_equal(a, b) for a, b in dense_pairs)
     assert not np.array_equal(before["head"][0], after["head"][0])
 
 
