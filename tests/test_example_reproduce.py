@@ -283,6 +283,10 @@ def test_end_to_end_folds_dir_corrupt_files_and_outputs(tmp_path):
         assert rec["split"]["test"] == expected == rec["metrics"]["n"]
         assert rec["freeze"]["frozen"] == 77 and rec["freeze"]["of"] == 154
         assert rec["epochs_run"] == 1 and rec["weights"].startswith("none")
+        # Validation metrics per epoch come from keras_freeze.ClassificationMetrics.
+        h = rec["history"]
+        assert len(h["val_macro_f1"]) == len(h["val_auc_COVID"]) == rec["epochs_run"]
+        assert 0.0 <= h["val_macro_f1"][0] <= 1.0 and 0.0 <= h["val_accuracy"][0] <= 1.0
         # Metrics recomputed from the stored predictions with scikit-learn.
         pred = rec["predictions"]
         y, p = np.asarray(pred["y_true"]), np.asarray(pred["y_prob"])

@@ -833,11 +833,9 @@ def make_progress_callback(prefix, epochs, n_train):
             self.train_images_per_s.append(ips)
             parts = [
                 f"{k} {logs[k]:.4f}"
-                for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                for k in ("loss", "val_loss", "val_accuracy", "val_macro_f1")
                 if k in logs
             ]
-            if "val_macro_f1" in logs:
-                parts.append(f"val_macro_f1 {logs['val_macro_f1']:.4f}")
             log(
                 f"{prefix} epoch {epoch + 1}/{epochs}: "
                 + ", ".join(parts)
@@ -1067,9 +1065,9 @@ def run_one(experiment, fold, dataset, args, factory, preprocess, pre_desc, out,
     else:
         loss = keras.losses.CategoricalCrossentropy()
         loss_desc = "CategoricalCrossentropy"
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss, metrics=["accuracy"]
-    )
+    # Validation accuracy, F1, precision, recall and AUC come from the library's
+    # ClassificationMetrics callback below (scikit-learn), so no compiled metrics.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
     log(
         f"{prefix} {EXPERIMENT_TITLES[experiment]}: {freeze_info['frozen']}/{freeze_info['of']} "
         f"backbone layers frozen, {freeze_info['trainable_params']:,} trainable parameters, "
@@ -1094,6 +1092,9 @@ def run_one(experiment, fold, dataset, args, factory, preprocess, pre_desc, out,
 
     train_seq, val_seq, test_seq = seq(train_idx, True), seq(val_idx, False), seq(test_idx, False)
     progress = make_progress_callback(prefix, args.epochs, len(train_idx))
+    val_metrics = keras_freeze.ClassificationMetrics(
+        val_seq, class_names=class_names, keep_confusion_matrix=False
+    )
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=args.patience, restore_best_weights=True
     )
@@ -1102,7 +1103,7 @@ def run_one(experiment, fold, dataset, args, factory, preprocess, pre_desc, out,
         train_seq,
         validation_data=val_seq,
         epochs=args.epochs,
-        callbacks=[early, progress],
+        callbacks=[val_metrics, early, progress],  # metrics first: the others read its keys
         verbose=2 if args.verbose else 0,
     )
     fit_s = time.perf_counter() - t_fit
@@ -1452,18 +1453,23 @@ def write_figures(out, by_exp, synthetic, class_names):
         written.append(_save_fig(fig, out / f"confusion_{slug(exp)}.png"))
         plt.close(fig)
 
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        panels = (
+            ("loss", "loss"),
+            ("accuracy", "validation accuracy"),
+            ("macro_f1", "validation macro F1"),
+        )
+        fig, axes = plt.subplots(1, len(panels), figsize=(14, 4))
         for r in recs:
             h = r["history"]
             ep = range(1, len(h.get("loss", [])) + 1)
-            for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+            for ax, (key, _) in zip(axes, panels, strict=True):
                 if key in h:
                     ax.plot(ep, h[key], "-o", ms=3, label=f"fold {r['fold']} train")
                 if "val_" + key in h:
                     ax.plot(ep, h["val_" + key], "--s", ms=3, label=f"fold {r['fold']} validation")
-        for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        for ax, (_, ylabel) in zip(axes, panels, strict=True):
             ax.set_xlabel("epoch")
-            ax.set_ylabel(key)
+            ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(f"{exp}: training curves{tag}", fontsize=10)
