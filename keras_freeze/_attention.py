@@ -429,7 +429,7 @@ class _PearsonPool:
         self.d = v.shape[1]
         self.level = np.empty(n)
         self.scale = np.empty(n)
-        std = np.empty(n)
+        self.const = np.empty(n, dtype=bool)
         self.z = np.empty(v.shape, dtype=np.float32)
         # Chunked so the float64 temporaries stay small (memory ~ the float32 pool).
         for s in range(0, n, _PAIR_CHUNK):
@@ -438,14 +438,13 @@ class _PearsonPool:
             c -= m[:, None]
             sd = np.sqrt(np.mean(c * c, axis=1))
             self.level[s : s + _PAIR_CHUNK] = m
-            std[s : s + _PAIR_CHUNK] = sd
             sc = np.maximum(1.0, np.abs(v[s : s + _PAIR_CHUNK]).max(axis=1).astype(np.float64))
             self.scale[s : s + _PAIR_CHUNK] = sc
             const = sd <= _CONSTANT_RTOL * sc
             c /= np.where(const, 1.0, sd)[:, None]
             c[const] = 0.0
             self.z[s : s + _PAIR_CHUNK] = c
-        self.const = std <= _CONSTANT_RTOL * self.scale
+            self.const[s : s + _PAIR_CHUNK] = const
 
 
 def _pearson_pairs(pool_a, ia, pool_b, ib):
@@ -642,6 +641,14 @@ def _iter_batches(dataset):
     yield from dataset
 
 
+def _pool_image(image, image_size, where):
+    """One image as kept in a pool: grayscale, finite, `image_size` square."""
+    gray = _to_gray(image)
+    if not np.all(np.isfinite(gray)):
+        raise ValueError(f"Expected finite pixel values, {where}. Received NaN or inf.")
+    return _resize_gray(gray, image_size)
+
+
 def _pools_from_stream(batches, capacity, seed, image_size, class_names):
     """One pass of reservoir sampling; returns (pools dict label->array, counts dict, k)."""
     res = _Reservoir(capacity, seed)
@@ -659,10 +666,7 @@ def _pools_from_stream(batches, capacity, seed, image_size, class_names):
         if k is not None:
             k_onehot = k
         for i, c, slot in res.offer(lab):
-            img = _to_gray(x[i])
-            if not np.all(np.isfinite(img)):
-                raise ValueError(f"Expected finite pixel values, {where}. Received NaN or inf.")
-            res.store(c, slot, _resize_gray(img, image_size))
+            res.store(c, slot, _pool_image(x[i], image_size, where))
         nbatch += 1
     if nbatch == 0:
         raise ValueError("Expected a non-empty data set. Received: no (non-empty) batches.")
@@ -688,15 +692,10 @@ def _pools_from_arrays(x, y, capacity, seed, image_size, class_names):
     res = _Reservoir(capacity, seed)
     for i, c, slot in res.offer(lab):
         res.store(c, slot, i)
-    pools = {}
-    for c, idx in res.slots.items():
-        imgs = []
-        for i in idx:
-            img = _to_gray(x[i])
-            if not np.all(np.isfinite(img)):
-                raise ValueError(f"Expected finite pixel values. Received NaN or inf in x[{i}].")
-            imgs.append(_resize_gray(img, image_size))
-        pools[c] = np.stack(imgs)
+    pools = {
+        c: np.stack([_pool_image(x[i], image_size, f"in x[{i}]") for i in idx])
+        for c, idx in res.slots.items()
+    }
     return pools, dict(res.seen), k
 
 

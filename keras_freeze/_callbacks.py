@@ -22,23 +22,14 @@ import warnings
 import keras
 import numpy as np
 
+from keras_freeze._attention import _to_numpy
+from keras_freeze._freeze import _validate_fraction
+from keras_freeze._freeze import _validate_mode_by_seed
 from keras_freeze._freeze import freeze_fraction
-
-_MODES = ("ordered", "stochastic")
-_BYS = ("layers", "params")
 
 # --------------------------------------------------------------------------
 # Gradual unfreezing
 # --------------------------------------------------------------------------
-
-
-def _check_fraction(value, where):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"Expected a frozen fraction in [0, 1]. Received: {where}={value!r}")
-    value = float(value)
-    if math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected a frozen fraction in [0, 1]. Received: {where}={value!r}")
-    return value
 
 
 def _check_schedule(schedule):
@@ -62,7 +53,7 @@ def _check_schedule(schedule):
                 "Expected schedule keys to be non-negative integer epochs. "
                 f"Received: key {epoch!r} in schedule={schedule!r}"
             )
-        checked[int(epoch)] = _check_fraction(fraction, f"schedule[{epoch!r}]")
+        checked[int(epoch)] = _validate_fraction(fraction, f"schedule[{epoch!r}]")
     if 0 not in checked:
         raise ValueError(
             "Expected the schedule to say which fraction is frozen from epoch 0 "
@@ -76,7 +67,7 @@ def _check_schedule(schedule):
 def _fraction_for_epoch(schedule, epoch):
     """The frozen fraction in force at `epoch` (dict: last key <= epoch)."""
     if callable(schedule) and not isinstance(schedule, dict):
-        return _check_fraction(schedule(epoch), f"schedule({epoch})")
+        return _validate_fraction(schedule(epoch), f"schedule({epoch})")
     keys = list(schedule)
     return schedule[keys[bisect.bisect_right(keys, epoch) - 1]]
 
@@ -213,17 +204,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
 
     def __init__(self, schedule, mode="ordered", by="layers", seed=None, target=None, verbose=0):
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"Expected mode to be one of {_MODES}. Received: mode={mode!r}")
-        if by not in _BYS:
-            raise ValueError(f"Expected by to be one of {_BYS}. Received: by={by!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"Expected seed to be an integer or None. Received: seed={seed!r}")
-        if mode == "ordered" and seed is not None:
-            raise ValueError(
-                "`seed` only applies to mode='stochastic'. Received: mode='ordered', "
-                f"seed={seed!r}. Pass seed=None or mode='stochastic'."
-            )
+        _validate_mode_by_seed(mode, by, seed)
         if target is not None and not isinstance(target, str):
             raise ValueError(
                 "Expected target to be the name (a string) of a layer of the model, "
@@ -272,13 +253,6 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if fraction == self._applied:
             return
         target = self._target_model()
-        if self._applied is not None:
-            # Reset every flag through the property setter itself: on TensorFlow,
-            # `AutoTrackable.__setattr__` skips `model.trainable = True` when the
-            # model's own flag is already True, which would leave sublayers frozen
-            # by the previous step. (After the first call, so that `unfreeze` still
-            # restores the flags from before `fit`.)
-            keras.layers.Layer.trainable.fset(target, True)
         report = freeze_fraction(
             target,
             fraction,
@@ -569,19 +543,6 @@ def classification_metrics(
     return metrics
 
 
-def _is_pydataset(data):
-    py_dataset = getattr(keras.utils, "PyDataset", None)
-    return py_dataset is not None and isinstance(data, py_dataset)
-
-
-def _batch_to_numpy(value):
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "numpy") and hasattr(value, "detach"):  # torch tensor
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 @keras.saving.register_keras_serializable(package="keras_freeze")
 class ClassificationMetrics(keras.callbacks.Callback):
     """Logs the paper's per-class metrics on validation data at every epoch end.
@@ -676,7 +637,7 @@ class ClassificationMetrics(keras.callbacks.Callback):
                     "Expected x and y of the same non-zero length. Received: "
                     f"{n_x} inputs and y of shape {y.shape}"
                 )
-        elif _is_pydataset(validation_data):
+        elif isinstance(validation_data, keras.utils.PyDataset):
             pass
         elif hasattr(validation_data, "__iter__") and not isinstance(
             validation_data, (str, bytes, dict, np.ndarray)
@@ -722,7 +683,7 @@ class ClassificationMetrics(keras.callbacks.Callback):
             x, y = data
             prob = self.model.predict(x, batch_size=self.batch_size, verbose=0)
             return np.asarray(y), keras.ops.convert_to_numpy(prob)
-        if _is_pydataset(data):
+        if isinstance(data, keras.utils.PyDataset):
             batches = (data[i] for i in range(len(data)))
         else:
             batches = iter(data)
@@ -733,8 +694,8 @@ class ClassificationMetrics(keras.callbacks.Callback):
                     "Expected validation_data batches of the form (x, y). Received: "
                     f"a batch of type {type(batch).__name__}"
                 )
-            x = keras.tree.map_structure(_batch_to_numpy, batch[0])
-            ys.append(_batch_to_numpy(batch[1]))
+            x = keras.tree.map_structure(_to_numpy, batch[0])
+            ys.append(_to_numpy(batch[1]))
             probs.append(keras.ops.convert_to_numpy(self.model.predict_on_batch(x)))
         if not ys:
             raise ValueError("Expected validation_data with at least one batch. Received: none.")

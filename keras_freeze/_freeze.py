@@ -146,15 +146,37 @@ class FreezeReport:
         return self.summary()
 
 
-def _validate_fraction(fraction):
+def _validate_fraction(fraction, where="fraction"):
+    """Checks a fraction in [0, 1] and returns it as a Python float.
+
+    A NumPy float is read as the decimal it prints as (`np.float32(0.29)` is
+    0.29, not its binary value 0.28999999165534973), like a Python float.
+    `where` names the argument in the error message.
+    """
     if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
         raise ValueError(
-            f"Expected fraction to be a number in [0, 1]. Received: fraction={fraction!r}"
+            f"Expected {where} to be a number in [0, 1]. Received: {where}={fraction!r}"
         )
-    fraction = float(fraction)
+    fraction = float(str(fraction)) if isinstance(fraction, np.floating) else float(fraction)
     if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"Expected fraction in [0, 1]. Received: fraction={fraction}")
+        raise ValueError(f"Expected {where} in [0, 1]. Received: {where}={fraction}")
     return fraction
+
+
+def _validate_mode_by_seed(mode, by, seed):
+    """Checks `mode`, `by` and `seed` as `freeze_fraction` accepts them."""
+    if mode not in _MODES:
+        raise ValueError(f"Expected mode to be one of {_MODES}. Received: mode={mode!r}")
+    if by not in _BYS:
+        raise ValueError(f"Expected by to be one of {_BYS}. Received: by={by!r}")
+    if mode == "ordered" and seed is not None:
+        raise ValueError(
+            "`seed` only applies to mode='stochastic'; an ordered freeze is "
+            f"deterministic. Received: mode='ordered', seed={seed!r}. "
+            "Pass seed=None or mode='stochastic'."
+        )
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"Expected seed to be an integer or None. Received: seed={seed!r}")
 
 
 def _n_to_freeze(fraction, n):
@@ -244,18 +266,7 @@ def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=No
     True
     """
     fraction = _validate_fraction(fraction)
-    if mode not in _MODES:
-        raise ValueError(f"Expected mode to be one of {_MODES}. Received: mode={mode!r}")
-    if by not in _BYS:
-        raise ValueError(f"Expected by to be one of {_BYS}. Received: by={by!r}")
-    if mode == "ordered" and seed is not None:
-        raise ValueError(
-            "`seed` only applies to mode='stochastic'; an ordered freeze is "
-            f"deterministic. Received: mode='ordered', seed={seed!r}. "
-            "Pass seed=None or mode='stochastic'."
-        )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"Expected seed to be an integer or None. Received: seed={seed!r}")
+    _validate_mode_by_seed(mode, by, seed)
     layers = flatten_layers(model)
     n = len(layers)
     if n == 0:

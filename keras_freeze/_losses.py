@@ -198,13 +198,6 @@ def _maybe_keras_logits(y_pred, from_logits, fn_name):
 # --------------------------------------------------------------------------
 
 
-def _weighted_cce(y_true, log_prob, alpha, axis, rank, compute_dtype):
-    bshape = [1] * rank
-    bshape[axis] = len(alpha)
-    alpha_t = ops.convert_to_tensor(np.reshape(np.asarray(alpha, compute_dtype), bshape))
-    return -ops.sum(y_true * log_prob * alpha_t, axis=axis)
-
-
 def _cast(x, dtype):
     if keras.backend.standardize_dtype(x.dtype) == dtype:
         return x
@@ -225,14 +218,36 @@ def _log_probs(y_pred, from_logits, axis):
     return ops.log(y_pred)
 
 
-def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
-    y_pred = _float_input(y_pred)
-    y_pred, from_logits = _maybe_keras_logits(y_pred, from_logits, "attention_weighted_cce")
-    y_pred = _float_input(y_pred)
+def _prepare(y_true, y_pred, from_logits, axis, fn_name):
+    """Tensors, shapes and the canonical class axis, shared by both losses."""
+    y_pred, from_logits = _maybe_keras_logits(_float_input(y_pred), from_logits, fn_name)
     y_true = ops.convert_to_tensor(y_true)
-    pred_shape, true_shape = _shape(y_pred), _shape(y_true)
-    rank = len(pred_shape)
-    axis = _canonical_axis(axis, rank, pred_shape)
+    pred_shape = _shape(y_pred)
+    axis = _canonical_axis(axis, len(pred_shape), pred_shape)
+    return y_true, y_pred, from_logits, pred_shape, axis
+
+
+def _compute_dtype(y_pred):
+    """float16 / bfloat16 inputs are computed in float32; others as they are."""
+    dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    return "float32" if dtype in _LOW_PRECISION else dtype
+
+
+def _weighted_cce(targets, y_pred, alpha, from_logits, axis, compute_dtype):
+    """`-sum_c alpha_c * targets_c * log p_c`, returned in `y_pred`'s dtype."""
+    out_dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    log_prob = _log_probs(_cast(y_pred, compute_dtype), from_logits, axis)
+    bshape = [1] * len(_shape(y_pred))
+    bshape[axis] = len(alpha)
+    alpha_t = ops.convert_to_tensor(np.reshape(np.asarray(alpha, compute_dtype), bshape))
+    return _cast(-ops.sum(targets * log_prob * alpha_t, axis=axis), out_dtype)
+
+
+def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
+    y_true, y_pred, from_logits, pred_shape, axis = _prepare(
+        y_true, y_pred, from_logits, axis, "attention_weighted_cce"
+    )
+    true_shape = _shape(y_true)
     if not _compatible(true_shape, pred_shape):
         raise ValueError(
             "Expected `y_true` (one-hot or soft labels along the class axis) and `y_pred` to "
@@ -240,29 +255,20 @@ def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
             f"y_pred.shape={pred_shape}. For integer labels use SparseAttentionWeightedCCE."
         )
     _check_alpha_length(alpha, pred_shape, axis)
-
-    out_dtype = keras.backend.standardize_dtype(y_pred.dtype)
-    compute_dtype = "float32" if out_dtype in _LOW_PRECISION else out_dtype
-    y_pred = _cast(y_pred, compute_dtype)
+    compute_dtype = _compute_dtype(y_pred)
     y_true = _cast(y_true, compute_dtype)
     if label_smoothing:
         num_classes = ops.cast(ops.shape(y_pred)[axis], compute_dtype)
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / num_classes
-    loss = _weighted_cce(
-        y_true, _log_probs(y_pred, from_logits, axis), alpha, axis, rank, compute_dtype
-    )
-    return _cast(loss, out_dtype)
+    return _weighted_cce(y_true, y_pred, alpha, from_logits, axis, compute_dtype)
 
 
 def _sparse(y_true, y_pred, alpha, from_logits, axis):
-    y_pred = _float_input(y_pred)
-    y_pred, from_logits = _maybe_keras_logits(y_pred, from_logits, "sparse_attention_weighted_cce")
-    y_pred = _float_input(y_pred)
-    y_true = ops.convert_to_tensor(y_true)
-    pred_shape, true_shape = _shape(y_pred), _shape(y_true)
-    rank = len(pred_shape)
-    axis = _canonical_axis(axis, rank, pred_shape)
-    if len(true_shape) == rank and true_shape[axis] == 1:
+    y_true, y_pred, from_logits, pred_shape, axis = _prepare(
+        y_true, y_pred, from_logits, axis, "sparse_attention_weighted_cce"
+    )
+    true_shape = _shape(y_true)
+    if len(true_shape) == len(pred_shape) and true_shape[axis] == 1:
         y_true = ops.squeeze(y_true, axis=axis)
         true_shape = _shape(y_true)
     expected = pred_shape[:axis] + pred_shape[axis + 1 :]
@@ -273,15 +279,9 @@ def _sparse(y_true, y_pred, alpha, from_logits, axis):
             f"y_pred.shape={pred_shape}. For one-hot labels use AttentionWeightedCCE."
         )
     _check_alpha_length(alpha, pred_shape, axis)
-
-    out_dtype = keras.backend.standardize_dtype(y_pred.dtype)
-    compute_dtype = "float32" if out_dtype in _LOW_PRECISION else out_dtype
-    y_pred = _cast(y_pred, compute_dtype)
+    compute_dtype = _compute_dtype(y_pred)
     one_hot = ops.one_hot(ops.cast(y_true, "int32"), len(alpha), axis=axis, dtype=compute_dtype)
-    loss = _weighted_cce(
-        one_hot, _log_probs(y_pred, from_logits, axis), alpha, axis, rank, compute_dtype
-    )
-    return _cast(loss, out_dtype)
+    return _weighted_cce(one_hot, y_pred, alpha, from_logits, axis, compute_dtype)
 
 
 # --------------------------------------------------------------------------

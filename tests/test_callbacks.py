@@ -632,3 +632,15 @@ def test_classification_metrics_callback_serialisation():
 def test_classification_metrics_callback_validation(data, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClassificationMetrics(data, **kwargs)
+
+
+def test_schedule_reads_numpy_floats_as_printed():
+    # np.float32(0.29) is 0.28999999165534973 in binary; as in freeze_fraction,
+    # the schedule reads it as 0.29, so 29 of 100 layers are frozen, not 28.
+    callback = GradualUnfreezing({0: np.float32(0.29), 1: np.float64(0.0)})
+    assert callback.fraction_for_epoch(0) == 0.29
+    model = keras.Sequential([keras.Input((2,))] + [keras.layers.Dense(2) for _ in range(100)])
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_begin(0)
+    assert sum(not layer.trainable for layer in model.layers) == 29

@@ -142,6 +142,16 @@ def test_decimal_reading_of_fraction():
     assert freeze_fraction(_chain(100), 0.29).n_frozen == 29
     assert freeze_fraction(_chain(100), 0.57).n_frozen == 57
     assert freeze_fraction(_chain(3), np.float32(0.5)).n_frozen == 1
+    # NumPy floats are read as the decimal they print as, too: float32(0.29)
+    # is 0.28999999165534973 in binary, which would freeze 28.
+    for dtype in (np.float16, np.float32, np.float64):
+        report = freeze_fraction(_chain(100), dtype(0.29))
+        assert report.n_frozen == 29, dtype
+        assert report.fraction == 0.29
+    # by="params": float32(0.3) is 0.30000001192092896; of 100 layers of 6
+    # parameters each, 0.3 needs 180 parameters (30 layers), its binary value 31.
+    equal = keras.Sequential([keras.Input((2,))] + [keras.layers.Dense(2) for _ in range(100)])
+    assert freeze_fraction(equal, np.float32(0.3), by="params").n_frozen == 30
 
 
 # --------------------------------------------------------------------------- by params

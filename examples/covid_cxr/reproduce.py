@@ -776,10 +776,10 @@ def build_model(experiment, base, args, class_names):
     info = {"mode": "none", "frozen": 0, "of": len(base.layers)}
     if experiment in ("freeze", "freeze+attention"):
         report = keras_freeze.freeze_fraction(base, 0.5, mode="ordered")
-        info = _freeze_info(report, "ordered 50%", base)
+        info = _freeze_info(report, "ordered 50%")
     elif experiment == "stochastic":
         report = keras_freeze.freeze_fraction(base, 0.5, mode="stochastic", seed=args.seed)
-        info = _freeze_info(report, f"stochastic 50% (seed {args.seed})", base)
+        info = _freeze_info(report, f"stochastic 50% (seed {args.seed})")
     if args.bn_momentum is not None:
         for layer in base.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -795,17 +795,13 @@ def build_model(experiment, base, args, class_names):
     return model, info
 
 
-def _freeze_info(report, mode, base):
-    frozen = [layer.name for layer in base.layers if not layer.trainable]
-    info = {"mode": mode, "frozen": len(frozen), "of": len(base.layers)}
-    names = getattr(report, "frozen", None) or getattr(report, "frozen_names", None)
-    if names is not None:
-        try:
-            info["frozen"] = len(names)
-        except TypeError:
-            pass
-    info["frozen_layers"] = frozen
-    return info
+def _freeze_info(report, mode):
+    return {
+        "mode": mode,
+        "frozen": report.n_frozen,
+        "of": report.n_layers,
+        "frozen_layers": list(report.frozen),
+    }
 
 
 def make_progress_callback(prefix, epochs, n_train):
@@ -886,7 +882,6 @@ def class_attention_for_fold(dataset, fold, train_idx, args, class_names, out):
         dict with ``alpha`` (list of floats, class order), ``source`` and, when estimated,
         the estimator's table (``estimate``) and the time it took.
     """
-    import numpy as np
 
     import keras_freeze
 
@@ -931,44 +926,25 @@ def class_attention_for_fold(dataset, fold, train_idx, args, class_names, out):
     )
     t0 = time.perf_counter()
     att = keras_freeze.estimate_class_attention(
-        _Batches(seq),
+        seq,
         mc_samples=args.mc_samples,
         image_size=est_size,
         seed=args.seed + fold,
         class_names=list(class_names),
     )
     elapsed = time.perf_counter() - t0
-    weights = np.asarray(att.weights, dtype=np.float64)
     result = {
-        "alpha": [float(a) for a in weights],
+        "alpha": [float(a) for a in att.weights],
         "source": "estimated on the training split (estimate_class_attention)",
-        "class_names": list(getattr(att, "class_names", class_names)),
+        "class_names": list(att.class_names),
         "time_s": round(elapsed, 2),
+        "estimate": att.to_dict(),
+        "markdown": att.to_markdown(),
     }
-    to_dict = getattr(att, "to_dict", None)
-    if callable(to_dict):
-        result["estimate"] = to_dict()
-    to_md = getattr(att, "to_markdown", None)
-    if callable(to_md):
-        result["markdown"] = to_md()
     shown = ", ".join(f"{a:.5f}" for a in result["alpha"])
     log(f"[attention] fold {fold}: alpha = [{shown}] ({elapsed:.1f} s)")
     atomic_write_json(path, {"key": key, "result": result})
     return result
-
-
-class _Batches:
-    """Iterable of (x, y) batches over an ImageSequence (x in 0..1, y one-hot)."""
-
-    def __init__(self, seq):
-        self.seq = seq
-
-    def __iter__(self):
-        for i in range(len(self.seq)):
-            yield self.seq[i]
-
-    def __len__(self):
-        return len(self.seq)
 
 
 # --------------------------------------------------------------------------------------
