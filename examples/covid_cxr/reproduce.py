@@ -882,7 +882,6 @@ def class_attention_for_fold(dataset, fold, train_idx, args, class_names, out):
         dict with ``alpha`` (list of floats, class order), ``source`` and, when estimated,
         the estimator's table (``estimate``) and the time it took.
     """
-
     import keras_freeze
 
     if args.alpha == "paper":
