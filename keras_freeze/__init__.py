@@ -7,38 +7,56 @@ Function for Covid-19 Detection from an Imbalanced CXR Dataset", ACM SAC 2023
 
 from keras_freeze._attention import ClassAttention
 from keras_freeze._attention import attention_weights
-from keras_freeze._attention import estimate_class_attention
-from keras_freeze._callbacks import ClassificationMetrics
-from keras_freeze._callbacks import GradualUnfreezing
-from keras_freeze._callbacks import classification_metrics
+from keras_freeze._estimator import estimate_class_attention
+from keras_freeze._feature_cache import FeatureCache
+from keras_freeze._feature_cache import FeatureDataset
+from keras_freeze._feature_cache import cache_features
 from keras_freeze._freeze import FreezeReport
 from keras_freeze._freeze import flatten_layers
 from keras_freeze._freeze import freeze_fraction
 from keras_freeze._freeze import unfreeze
+from keras_freeze._images import IMAGE_EXTENSIONS
+from keras_freeze._images import ClassImages
+from keras_freeze._images import list_class_images
 from keras_freeze._losses import PAPER_ALPHA
 from keras_freeze._losses import PAPER_CLASS_NAMES
 from keras_freeze._losses import AttentionWeightedCCE
 from keras_freeze._losses import SparseAttentionWeightedCCE
 from keras_freeze._losses import attention_weighted_cce
 from keras_freeze._losses import sparse_attention_weighted_cce
+from keras_freeze._metrics import ClassificationMetrics
+from keras_freeze._metrics import ClassificationReport
+from keras_freeze._metrics import classification_metrics
+from keras_freeze._prefix import FrozenPrefixSplit
+from keras_freeze._prefix import split_frozen_prefix
+from keras_freeze._unfreezing import GradualUnfreezing
 from keras_freeze._version import __version__
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "PAPER_ALPHA",
     "PAPER_CLASS_NAMES",
     "AttentionWeightedCCE",
     "ClassAttention",
+    "ClassImages",
     "ClassificationMetrics",
+    "ClassificationReport",
+    "FeatureCache",
+    "FeatureDataset",
     "FreezeReport",
+    "FrozenPrefixSplit",
     "GradualUnfreezing",
     "SparseAttentionWeightedCCE",
     "__version__",
     "attention_weighted_cce",
     "attention_weights",
+    "cache_features",
     "classification_metrics",
     "estimate_class_attention",
     "flatten_layers",
     "freeze_fraction",
+    "list_class_images",
     "sparse_attention_weighted_cce",
+    "split_frozen_prefix",
     "unfreeze",
 ]

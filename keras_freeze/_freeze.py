@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from fractions import Fraction
 
 import keras
 import numpy as np
 
-_MODES = ("ordered", "stochastic")
-_BYS = ("layers", "params")
+from keras_freeze import _keras_compat as compat
+from keras_freeze import _validation as check
+
 _ORIGINAL_FLAGS_ATTR = "_keras_freeze_original_trainable"
 
 
-def flatten_layers(model):
+def flatten_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Lists a model's layers in order, expanding nested models.
 
     This is the list `freeze_fraction` counts and cuts. The rule: walk
@@ -111,16 +111,16 @@ class FreezeReport:
     non_trainable_params_after: int
 
     @property
-    def n_frozen(self):
+    def n_frozen(self) -> int:
         """Number of layers frozen."""
         return len(self.frozen)
 
     @property
-    def n_trainable(self):
+    def n_trainable(self) -> int:
         """Number of layers left trainable."""
         return len(self.trainable)
 
-    def summary(self):
+    def summary(self) -> str:
         """Returns a short human-readable account of the freeze, as a string."""
         seed = f", seed={self.seed}" if self.mode == "stochastic" else ""
         lines = [
@@ -146,39 +146,6 @@ class FreezeReport:
         return self.summary()
 
 
-def _validate_fraction(fraction, where="fraction"):
-    """Checks a fraction in [0, 1] and returns it as a Python float.
-
-    A NumPy float is read as the decimal it prints as (`np.float32(0.29)` is
-    0.29, not its binary value 0.28999999165534973), like a Python float.
-    `where` names the argument in the error message.
-    """
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise ValueError(
-            f"Expected {where} to be a number in [0, 1]. Received: {where}={fraction!r}"
-        )
-    fraction = float(str(fraction)) if isinstance(fraction, np.floating) else float(fraction)
-    if math.isnan(fraction) or not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"Expected {where} in [0, 1]. Received: {where}={fraction}")
-    return fraction
-
-
-def _validate_mode_by_seed(mode, by, seed):
-    """Checks `mode`, `by` and `seed` as `freeze_fraction` accepts them."""
-    if mode not in _MODES:
-        raise ValueError(f"Expected mode to be one of {_MODES}. Received: mode={mode!r}")
-    if by not in _BYS:
-        raise ValueError(f"Expected by to be one of {_BYS}. Received: by={by!r}")
-    if mode == "ordered" and seed is not None:
-        raise ValueError(
-            "`seed` only applies to mode='stochastic'; an ordered freeze is "
-            f"deterministic. Received: mode='ordered', seed={seed!r}. "
-            "Pass seed=None or mode='stochastic'."
-        )
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"Expected seed to be an integer or None. Received: seed={seed!r}")
-
-
 def _n_to_freeze(fraction, n):
     """floor(fraction * n), reading `fraction` as the decimal it prints as.
 
@@ -198,7 +165,14 @@ def _prefix_by_params(params, fraction):
     return int(np.searchsorted(cumulative, math.ceil(target), side="left")) + 1
 
 
-def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=None):
+def freeze_fraction(
+    model: keras.Model,
+    fraction: float = 0.5,
+    mode: str = "ordered",
+    *,
+    by: str = "layers",
+    seed: int | None = None,
+) -> FreezeReport:
     """Freezes a fraction of a model's layers, as the paper's Mobile Freeze-Net.
 
     The layers counted are `flatten_layers(model)`: `model.layers` in order,
@@ -218,13 +192,9 @@ def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=No
     arguments, never on earlier calls: calling it twice gives the same state.
     `unfreeze(model)` restores the flags the model had before the first call.
 
-    The paper's own call freezes half of the backbone, not of the whole
-    classifier (whose head adds two layers)::
-
-        base = keras.applications.MobileNetV2(include_top=False, input_shape=(224, 224, 3))
-        freeze_fraction(base, 0.5)           # base.layers[:77], as in the paper
-        model = keras.Sequential([base, keras.layers.GlobalMaxPooling2D(),
-                                  keras.layers.Dense(4, activation="softmax")])
+    The paper freezes half of the backbone (`freeze_fraction(base, 0.5)` on
+    the MobileNetV2 base, as in the example below), not of the whole
+    classifier, whose head adds two layers.
 
     Frozen `BatchNormalization` layers run in inference mode during `fit`
     (Keras 3 semantics), so their moving statistics stay as loaded. Freeze
@@ -265,58 +235,49 @@ def freeze_fraction(model, fraction=0.5, mode="ordered", *, by="layers", seed=No
     >>> all(layer.trainable for layer in base.layers[77:])
     True
     """
-    fraction = _validate_fraction(fraction)
-    _validate_mode_by_seed(mode, by, seed)
+    fraction = check.fraction(fraction)
+    check.mode_by_seed(mode, by, seed)
     layers = flatten_layers(model)
+    chosen = _choose(model, layers, fraction, mode, by, seed)
+    before = (_count(model.trainable_weights), _count(model.non_trainable_weights))
+    if not hasattr(model, _ORIGINAL_FLAGS_ATTR):
+        compat.set_untracked_attribute(
+            model, _ORIGINAL_FLAGS_ATTR, [(layer, layer.trainable) for layer in _walk(model)]
+        )
+    compat.set_trainable(model, True)  # recursive in Keras 3: resets every sublayer
+    for i in sorted(chosen):
+        layers[i].trainable = False
+    return FreezeReport(
+        frozen=tuple(layer.name for i, layer in enumerate(layers) if i in chosen),
+        trainable=tuple(layer.name for i, layer in enumerate(layers) if i not in chosen),
+        n_layers=len(layers),
+        fraction=fraction,
+        mode=mode,
+        by=by,
+        seed=None if seed is None else int(seed),
+        trainable_params_before=before[0],
+        non_trainable_params_before=before[1],
+        trainable_params_after=_count(model.trainable_weights),
+        non_trainable_params_after=_count(model.non_trainable_weights),
+    )
+
+
+def _choose(model, layers, fraction, mode, by, seed):
+    """Indices (a set) into `layers` of the layers to freeze."""
     n = len(layers)
     if n == 0:
         raise ValueError(
             f"Expected a model with at least one layer. Received: model {model.name!r} "
             "with no layers. Build or define the model's layers first."
         )
-
     order = np.arange(n)
     if mode == "stochastic":
         order = np.random.default_rng(seed).permutation(n)
     if by == "layers":
         k = _n_to_freeze(fraction, n)
     else:
-        params = _layer_params(model, layers)
-        k = _prefix_by_params(params[order], fraction)
-    chosen = set(order[:k].tolist())
-
-    trainable_before = _count(model.trainable_weights)
-    non_trainable_before = _count(model.non_trainable_weights)
-    if not hasattr(model, _ORIGINAL_FLAGS_ATTR):
-        object.__setattr__(
-            model,
-            _ORIGINAL_FLAGS_ATTR,
-            [(layer, layer.trainable) for layer in _walk(model)],
-        )
-    _set_trainable(model, True)  # recursive in Keras 3: resets every sublayer
-    for i in sorted(chosen):
-        layers[i].trainable = False
-    return FreezeReport(
-        frozen=tuple(layers[i].name for i in range(n) if i in chosen),
-        trainable=tuple(layers[i].name for i in range(n) if i not in chosen),
-        n_layers=n,
-        fraction=fraction,
-        mode=mode,
-        by=by,
-        seed=None if seed is None else int(seed),
-        trainable_params_before=trainable_before,
-        non_trainable_params_before=non_trainable_before,
-        trainable_params_after=_count(model.trainable_weights),
-        non_trainable_params_after=_count(model.non_trainable_weights),
-    )
-
-
-def _set_trainable(layer, value):
-    # Calls the `trainable` setter directly: on the TensorFlow backend, Keras
-    # layers are `AutoTrackable`, whose `__setattr__` skips assignments of an
-    # unchanged value, so `model.trainable = True` on a model that is already
-    # trainable would leave frozen sublayers frozen.
-    keras.layers.Layer.trainable.fset(layer, value)
+        k = _prefix_by_params(_layer_params(model, layers)[order], fraction)
+    return set(order[:k].tolist())
 
 
 def _layer_params(model, layers):
@@ -336,7 +297,7 @@ def _layer_params(model, layers):
     return params
 
 
-def unfreeze(model):
+def unfreeze(model: keras.Model) -> int:
     """Undoes `freeze_fraction`: restores the trainable flags from before it.
 
     If `freeze_fraction` was called on `model` (once or more), every layer gets
@@ -368,9 +329,9 @@ def unfreeze(model):
     _get_layers(model)
     original = getattr(model, _ORIGINAL_FLAGS_ATTR, None)
     if original is None:
-        _set_trainable(model, True)
+        compat.set_trainable(model, True)
     else:
         for layer, flag in original:  # pre-order: containers before their layers
-            _set_trainable(layer, flag)
-        object.__delattr__(model, _ORIGINAL_FLAGS_ATTR)
+            compat.set_trainable(layer, flag)
+        compat.delete_untracked_attribute(model, _ORIGINAL_FLAGS_ATTR)
     return sum(layer.trainable for layer in flatten_layers(model))

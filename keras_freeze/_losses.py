@@ -23,10 +23,14 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras_freeze import _keras_compat as compat
+from keras_freeze import _validation as check
 
 __all__ = [
     "PAPER_ALPHA",
@@ -114,10 +118,7 @@ def _resolve_alpha(alpha):
 
 
 def _check_options(from_logits, label_smoothing, axis):
-    if not isinstance(from_logits, (bool, np.bool_)):
-        raise ValueError(
-            f"Expected `from_logits` to be a bool. Received: from_logits={from_logits!r}"
-        )
+    check.boolean("from_logits", from_logits)
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, numbers.Real)
@@ -126,7 +127,7 @@ def _check_options(from_logits, label_smoothing, axis):
         raise ValueError(
             f"Expected `label_smoothing` in [0, 1]. Received: label_smoothing={label_smoothing!r}"
         )
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+    if not check.is_integer(axis):
         raise ValueError(
             f"Expected `axis` to be an int. Received: axis={axis!r} of type {type(axis)}"
         )
@@ -180,7 +181,7 @@ def _maybe_keras_logits(y_pred, from_logits, fn_name):
     """
     if keras.backend.backend() != "tensorflow":
         return y_pred, from_logits
-    logits = getattr(y_pred, "_keras_logits", None)
+    logits = compat.softmax_logits(y_pred)
     if logits is None:
         return y_pred, from_logits
     if from_logits:
@@ -289,7 +290,14 @@ def _sparse(y_true, y_pred, alpha, from_logits, axis):
 # --------------------------------------------------------------------------
 
 
-def attention_weighted_cce(y_true, y_pred, alpha, from_logits=False, label_smoothing=0.0, axis=-1):
+def attention_weighted_cce(
+    y_true: Any,
+    y_pred: Any,
+    alpha: Any,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+) -> Any:
     """Per-sample attention-weighted categorical cross-entropy (eq. 1).
 
     For each sample, `-sum_c alpha_c * y_c * log(p_c)` over the class axis.
@@ -335,7 +343,9 @@ def attention_weighted_cce(y_true, y_pred, alpha, from_logits=False, label_smoot
     return _categorical(y_true, y_pred, alpha, bool(from_logits), float(label_smoothing), axis)
 
 
-def sparse_attention_weighted_cce(y_true, y_pred, alpha, from_logits=False, axis=-1):
+def sparse_attention_weighted_cce(
+    y_true: Any, y_pred: Any, alpha: Any, from_logits: bool = False, axis: int = -1
+) -> Any:
     """Per-sample attention-weighted cross-entropy for integer labels.
 
     Equals `attention_weighted_cce(one_hot(y_true), y_pred, alpha, ...)`: for
@@ -483,14 +493,14 @@ class AttentionWeightedCCE(_AttentionWeightedLoss):
 
     def __init__(
         self,
-        alpha,
-        from_logits=False,
-        label_smoothing=0.0,
-        axis=-1,
-        reduction="sum_over_batch_size",
-        name="attention_weighted_cce",
-        dtype=None,
-    ):
+        alpha: Any,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "attention_weighted_cce",
+        dtype: Any = None,
+    ) -> None:
         super().__init__(alpha, from_logits, label_smoothing, axis, reduction, name, dtype)
         self.label_smoothing = float(label_smoothing)
 
@@ -544,13 +554,13 @@ class SparseAttentionWeightedCCE(_AttentionWeightedLoss):
 
     def __init__(
         self,
-        alpha,
-        from_logits=False,
-        axis=-1,
-        reduction="sum_over_batch_size",
-        name="sparse_attention_weighted_cce",
-        dtype=None,
-    ):
+        alpha: Any,
+        from_logits: bool = False,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "sparse_attention_weighted_cce",
+        dtype: Any = None,
+    ) -> None:
         super().__init__(alpha, from_logits, 0.0, axis, reduction, name, dtype)
 
     def call(self, y_true, y_pred):

@@ -8,21 +8,21 @@ where it is absent.
 """
 
 import hashlib
+import json
 import os
 import pickle
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import backbone  # examples/covid_cxr, on sys.path through conftest.py
 import keras
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "covid_cxr"))
-
-import backbone  # noqa: E402
 
 try:
     CHECKPOINT = backbone.checkpoint_path()
@@ -504,10 +504,49 @@ def test_symmetric_padding_conv_serialises(tmp_path):
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
     )
+    # Registered under the example's own package name, not the library's.
+    name = "covid_cxr>SymmetricPaddingConv2D"
+    assert keras.saving.get_registered_name(backbone.SymmetricPaddingConv2D) == name
+    assert keras.saving.get_registered_object(name) is backbone.SymmetricPaddingConv2D
+    assert keras.saving.get_registered_object("keras_freeze>SymmetricPaddingConv2D") is None
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    conv = [layer for layer in config["config"]["layers"] if layer["class_name"] != "InputLayer"]
+    assert conv[0]["registered_name"] == name
     with pytest.raises(ValueError, match="Received: padding='same'"):
         backbone.SymmetricPaddingConv2D(4, 3, padding="same")
     with pytest.raises(ValueError, match="odd kernel_size"):
         backbone.SymmetricPaddingConv2D(4, 2)
+
+
+@pytest.mark.slow  # a second interpreter importing keras: ~10 s
+def test_model_with_the_port_layer_loads_in_a_fresh_interpreter(tmp_path):
+    """A saved .keras model loads where the example's backbone module is imported."""
+    inputs = keras.Input((9, 9, 3))
+    model = keras.Model(inputs, backbone.SymmetricPaddingConv2D(2, 3, strides=2)(inputs))
+    x = np.random.default_rng(2).standard_normal((1, 9, 9, 3)).astype("float32")
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(model(x)))
+    code = (
+        "import sys, numpy as np, keras, backbone\n"
+        "m = keras.saving.load_model(sys.argv[1] + '/m.keras')\n"
+        "assert type(m.layers[1]) is backbone.SymmetricPaddingConv2D\n"
+        "y = keras.ops.convert_to_numpy(m(np.load(sys.argv[1] + '/x.npy')))\n"
+        "np.testing.assert_allclose(y, np.load(sys.argv[1] + '/y.npy'), atol=1e-6)\n"
+        "print('ok')\n"
+    )
+    example = Path(backbone.__file__).resolve().parent
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(example), env.get("PYTHONPATH")]))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 # --------------------------------------------------------------------------------------------

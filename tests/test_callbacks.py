@@ -1,4 +1,4 @@
-"""Tests for GradualUnfreezing, ClassificationMetrics and classification_metrics.
+"""Tests for the callbacks GradualUnfreezing and ClassificationMetrics.
 
 Oracles: an independent epoch-by-epoch walk of the schedule, the layer order of
 the model itself, weights observed before/after each epoch (gradient flow), and
@@ -19,9 +19,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from keras_freeze._callbacks import ClassificationMetrics
-from keras_freeze._callbacks import GradualUnfreezing
-from keras_freeze._callbacks import classification_metrics
+from keras_freeze import ClassificationMetrics
+from keras_freeze import ClassificationReport
+from keras_freeze import GradualUnfreezing
+from keras_freeze import classification_metrics
 
 # --------------------------------------------------------------------------
 # helpers
@@ -333,7 +334,7 @@ def test_callable_schedule_is_not_serialisable():
 
 
 # --------------------------------------------------------------------------
-# classification_metrics vs scikit-learn
+# ClassificationMetrics callback inside fit, on the active backend
 # --------------------------------------------------------------------------
 
 
@@ -358,109 +359,6 @@ def _sklearn_reference(y, prob):
             )
     return ref
 
-
-@st.composite
-def _labels_and_probs(draw):
-    k = draw(st.integers(2, 5))
-    n = draw(st.integers(k + 1, 30))
-    seed = draw(st.integers(0, 2**16))
-    rng = np.random.default_rng(seed)
-    y = np.concatenate([np.arange(k), rng.integers(0, k, size=n - k)])  # all classes present
-    logits = rng.normal(size=(n, k)) * 2
-    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return y, prob
-
-
-@given(_labels_and_probs())
-def test_classification_metrics_equal_sklearn(data):
-    y, prob = data
-    got = classification_metrics(y, prob)
-    ref = _sklearn_reference(y, prob)
-    for key, value in ref.items():
-        assert got[key] == pytest.approx(value, abs=1e-12), key
-    per_class = skm.recall_score(y, prob.argmax(1), average=None, zero_division=0)
-    for c, value in enumerate(per_class):
-        assert got[f"recall_{c}"] == pytest.approx(value, abs=1e-12)
-    # One-hot labels and logits give the same numbers.
-    onehot = np.eye(prob.shape[1])[y]
-    again = classification_metrics(onehot, np.log(prob), from_logits=True)
-    for key in ref:
-        assert again[key] == pytest.approx(got[key], abs=1e-9), key
-
-
-def test_classification_metrics_hand_computed():
-    y = np.array([0, 1, 2, 2])
-    p = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
-    m = classification_metrics(y, p, class_names=["a", "b", "c"])
-    # predictions 0, 1, 2, 0: precision (1/2, 1, 1), recall (1, 1, 1/2)
-    assert m["accuracy"] == 0.75
-    assert m["macro_precision"] == pytest.approx((0.5 + 1 + 1) / 3)
-    assert m["macro_recall"] == pytest.approx((1 + 1 + 0.5) / 3)
-    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
-    assert m["weighted_recall"] == pytest.approx(0.75)
-    assert (m["recall_a"], m["recall_b"], m["recall_c"]) == (1.0, 1.0, 0.5)
-    # class a: positive score 0.8 beats negatives 0.2, 0.1 but not 0.5? 0.8 > 0.5 -> AUC 1
-    assert m["auc_a"] == 1.0
-
-
-def test_absent_class_gives_nan_auc_and_warns():
-    rng = np.random.default_rng(0)
-    y = np.array([0, 1, 0, 1, 0, 1, 3, 3])  # class 2 absent
-    prob = rng.dirichlet(np.ones(4), size=8)
-    with pytest.warns(UserWarning, match=r"undefined for class\(es\) \['Lung_Opacity'\]"):
-        m = classification_metrics(y, prob, class_names=["COVID", "Normal", "Lung Opacity", "V"])
-    assert math.isnan(m["auc_Lung_Opacity"])
-    assert math.isnan(m["macro_auc"])
-    present = [0, 1, 3]
-    aucs = [skm.roc_auc_score(y == c, prob[:, c]) for c in present]
-    support = [np.sum(y == c) for c in present]
-    assert m["weighted_auc"] == pytest.approx(np.average(aucs, weights=support))
-    assert m["auc_COVID"] == pytest.approx(aucs[0])
-    # zero_division is explicit: 0 by default, NaN on request (then left out of averages).
-    assert m["recall_Lung_Opacity"] == 0.0
-    with pytest.warns(UserWarning):
-        m_nan = classification_metrics(y, prob, zero_division=float("nan"))
-    assert math.isnan(m_nan["recall_2"])
-    pred = prob.argmax(1)
-    expected = skm.recall_score(y, pred, labels=present, average="macro", zero_division=0)
-    assert m_nan["macro_recall"] == pytest.approx(expected)
-
-
-def test_single_class_labels_make_all_auc_nan():
-    prob = np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1]])
-    with pytest.warns(UserWarning, match="undefined"):
-        m = classification_metrics(np.array([1, 1, 1]), prob)
-    assert math.isnan(m["macro_auc"]) and math.isnan(m["weighted_auc"])
-
-
-def test_sigmoid_column_is_two_classes():
-    y = np.array([0, 1, 1, 0, 1])
-    p = np.array([0.2, 0.9, 0.4, 0.1, 0.8])
-    m = classification_metrics(y, p)
-    assert m["macro_auc"] == pytest.approx(skm.roc_auc_score(y, p))
-    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, p > 0.5))
-
-
-@pytest.mark.parametrize(
-    "args, kwargs, match",
-    [
-        (([0, 1], [[0.5, 0.5]]), {}, "as many labels"),
-        (([0, 3], [[0.5, 0.5], [0.1, 0.9]]), {}, r"labels in \[0, 1\]"),
-        (([0, 1], [[0.5, 0.5], [0.1, np.nan]]), {}, "finite"),
-        (([0, 1], [[0.5, 0.5], [0.1, 0.9]]), {"class_names": ["a"]}, "2 class names"),
-        (([0, 1], [[0.5, 0.5], [0.1, 0.9]]), {"class_names": ["a b", "a-b"]}, "distinct"),
-        (([0, 1], [[0.5, 0.5], [0.1, 0.9]]), {"zero_division": "warn"}, "zero_division"),
-        (([0, 1], [[0.5, 0.5], [0.1, 0.9]]), {"zero_division": 0.5}, "zero_division"),
-    ],
-)
-def test_classification_metrics_validation(args, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        classification_metrics(*args, **kwargs)
-
-
-# --------------------------------------------------------------------------
-# ClassificationMetrics callback inside fit, on the active backend
-# --------------------------------------------------------------------------
 
 _NAMES = ["COVID", "Lung Opacity", "Normal"]
 
@@ -498,6 +396,21 @@ def test_callback_metrics_equal_sklearn_on_predictions():
     np.testing.assert_array_equal(
         callback.confusion_matrix, skm.confusion_matrix(yv, prob.argmax(1), labels=[0, 1, 2])
     )
+
+
+def test_callback_keeps_the_full_report_of_the_last_epoch():
+    xv, yv = _data(24, seed=5)
+    callback = ClassificationMetrics((xv, yv), class_names=_NAMES)
+    model, _ = _fitted([callback], epochs=1)
+    report = callback.last_report
+    assert isinstance(report, ClassificationReport)
+    assert dict(report) == callback.last_metrics
+    assert report.class_names == tuple(_NAMES) and report.n == 24
+    expected = classification_metrics(yv, model.predict(xv, verbose=0), _NAMES)
+    for key, value in expected.items():
+        assert report[key] == pytest.approx(value, abs=1e-6), key
+    callback.confusion_matrix[0, 0] += 1  # the callback's copy is writable, the report's is not
+    assert callback.confusion_matrix[0, 0] == report.confusion_matrix[0, 0] + 1
 
 
 def test_callback_accepts_batches_and_pydataset():

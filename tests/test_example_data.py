@@ -1,6 +1,6 @@
 """Tests of the COVID CXR example's data side: examples/covid_cxr/{data,synthetic}.py.
 
-The example is a plain script directory; its modules are imported through sys.path.
+The example is a plain script directory; tests/conftest.py puts it on sys.path.
 """
 
 import collections
@@ -11,19 +11,17 @@ import sys
 import warnings
 from pathlib import Path
 
+import data  # examples/covid_cxr, on sys.path through conftest.py
 import keras
 import numpy as np
 import pytest
+import synthetic
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "covid_cxr"
-sys.path.insert(0, str(EXAMPLE))
-
-import data  # noqa: E402
-import synthetic  # noqa: E402
 
 PAPER_FOLDS = REPO.parent / "shared" / "reference" / "paper_folds"
 
@@ -578,6 +576,7 @@ def test_image_sequence_trains_a_model(small_tree):
     assert pred.shape == (5, 4)
 
 
+@pytest.mark.slow  # a second interpreter importing keras: ~10 s
 def test_data_pipeline_does_not_need_tensorflow():
     """Generate, list, load and fit with `import tensorflow` made impossible (GPU machine)."""
     backend = keras.backend.backend()
@@ -585,7 +584,6 @@ def test_data_pipeline_does_not_need_tensorflow():
         backend = "jax"
     code = (
         "import sys; sys.modules['tensorflow'] = None\n"
-        f"sys.path.insert(0, {str(EXAMPLE)!r})\n"
         "import numpy as np, keras, data, synthetic, tempfile\n"
         "ds = synthetic.generate_synthetic_cxr(tempfile.mkdtemp(), n_total=8, image_size=32,"
         " progress=False)\n"
@@ -600,6 +598,7 @@ def test_data_pipeline_does_not_need_tensorflow():
         "print('ok')\n"
     )
     env = dict(os.environ, KERAS_BACKEND=backend)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLE), env.get("PYTHONPATH")]))
     with warnings.catch_warnings():
         out = subprocess.run(
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120

@@ -345,3 +345,18 @@ def test_public_api():
     assert keras_freeze.freeze_fraction is freeze_fraction
     assert isinstance(keras_freeze.__version__, str)
     assert set(keras_freeze.__all__) <= set(dir(keras_freeze))
+
+
+def test_refreezing_a_nested_model_resets_its_inner_layers():
+    # On TensorFlow, `model.trainable = True` skips a nested model that is
+    # already trainable, which left its frozen layers frozen.
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dense(2)])
+    outer = keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)])
+    freeze_fraction(outer, 0.7)
+    assert [layer.trainable for layer in flatten_layers(outer)] == [False, False, True]
+    freeze_fraction(outer, 0.0)
+    assert [layer.trainable for layer in flatten_layers(outer)] == [True, True, True]
+    freeze_fraction(outer, 0.34)
+    assert [layer.trainable for layer in flatten_layers(outer)] == [False, True, True]
+    unfreeze(outer)
+    assert all(layer.trainable for layer in flatten_layers(outer))

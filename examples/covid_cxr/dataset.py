@@ -1,0 +1,228 @@
+"""The images of one run: found (or generated), checked, folded and split.
+
+`prepare_data` turns the command line's data options into a `DataSet`: the usable images
+(corrupt ones removed), their cross-validation folds and the counts the records report.
+`DataSet.split` gives one fold's train / validation / test positions as the authors'
+notebooks did. The file-level work (listing, fold lists, decoding) is `data.py`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import data
+import numpy as np
+import protocol
+import synthetic
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+@dataclasses.dataclass
+class DataSet:
+    """The images of one run, their folds and the bookkeeping the records report.
+
+    Attributes:
+        root: dataset root (Kaggle layout).
+        synthetic: whether the data were generated (marker file of ``synthetic.py``).
+        paths: usable image paths (str); ``labels``: their class indices (np.ndarray).
+        folds: list of index arrays into ``paths`` (one per fold).
+        info: dict of counts for the records (corrupt, missing, rejected, per class ...).
+    """
+
+    root: Path
+    synthetic: bool
+    paths: list
+    labels: np.ndarray
+    folds: list
+    info: dict
+
+    def fingerprint(self) -> str:
+        """Short hash of the root and the fold contents (records are reused only if equal)."""
+        h = hashlib.sha1()
+        h.update(str(self.root).encode())
+        for f in self.folds:
+            h.update(b"|")
+            h.update(",".join(map(str, sorted(int(i) for i in f))).encode())
+        return h.hexdigest()[:16]
+
+    def relative(self, index) -> str:
+        """Path of image ``index`` relative to the data root (as the records store it)."""
+        return os.path.relpath(self.paths[index], self.root)
+
+    def split(self, fold_number):
+        """(train, val, test) index arrays for 1-based ``fold_number`` (val: 10%, seed 42)."""
+        try:
+            train, val, test = data.split_fold(
+                self.folds,
+                fold_number - 1,
+                val_fraction=protocol.VAL_FRACTION,
+                seed=protocol.VAL_SEED,
+                labels=self.labels,
+            )
+        except ValueError as e:
+            # Tiny data sets only: 10% of the training folds is fewer images than classes, so
+            # a stratified split is impossible. Fall back to an unstratified one (same seed).
+            if "test_size" not in str(e):
+                raise
+            train, val, test = self._unstratified_split(fold_number)
+        as_int = [np.asarray(a, dtype=int) for a in (train, val, test)]
+        return tuple(as_int)
+
+    def _unstratified_split(self, fold_number):
+        from sklearn.model_selection import train_test_split
+
+        test = np.asarray(self.folds[fold_number - 1], dtype=int)
+        rest = np.concatenate(
+            [np.asarray(f, dtype=int) for k, f in enumerate(self.folds) if k != fold_number - 1]
+        )
+        log(
+            f"[data] fold {fold_number}: too few images for a stratified validation split; "
+            "using an unstratified one"
+        )
+        train, val = train_test_split(
+            rest, test_size=protocol.VAL_FRACTION, random_state=protocol.VAL_SEED
+        )
+        return train, val, test
+
+
+def is_synthetic(root) -> bool:
+    """Whether ``root`` is a tree written by ``synthetic.py`` (it holds a marker file)."""
+    return (Path(root) / synthetic.MARKER_FILENAME).exists()
+
+
+def _locate(args):
+    """(dataset root, source description) of the run; generates the embedded default's data."""
+    if not args.embedded:
+        return data.find_dataset_root(args.data_dir), "directory"
+    gen_size = 128 if args.image_size <= 128 else 256
+    target = synthetic.default_cache_dir(args.n_images, gen_size, args.seed)
+    if args.cache_dir is not None:
+        target = Path(args.cache_dir) / target.name
+    log(
+        f"[data] embedded default: SYNTHETIC data set ({args.n_images} images, {gen_size} px, "
+        f"seed {args.seed}) in {target}"
+    )
+    root = synthetic.generate_synthetic_cxr(
+        target, n_total=args.n_images, image_size=gen_size, seed=args.seed
+    )
+    return data.find_dataset_root(root), "synthetic (embedded default)"
+
+
+def _scan(paths, workers):
+    """Decodes every image once; returns (good_mask, [(path, reason)] of the unreadable ones)."""
+    t0 = time.perf_counter()
+    good, bad = data.scan(paths, full=True, workers=max(1, workers))
+    log(f"[data] decoded every image once to find corrupt files ({time.perf_counter() - t0:.1f} s)")
+    mask = np.zeros(len(paths), dtype=bool)
+    mask[np.asarray(good, dtype=int)] = True
+    bad = [(str(p), str(r)) for p, r in bad]
+    if bad:
+        log(f"[data] {len(bad)} corrupt or unreadable image(s) skipped, e.g. {bad[:2]}")
+    return mask, bad
+
+
+def _base_info(source, root, is_synth, index, bad):
+    """The records' data counts known before the folds are built."""
+    if index.skipped:
+        log(
+            f"[data] {len(index.skipped)} file(s) in the class folders skipped (not images, "
+            "duplicates or links leading outside the data directory)"
+        )
+    return {
+        "source": source,
+        "root": str(root),
+        "synthetic": bool(is_synth),
+        "n_listed": len(index.paths),
+        "n_corrupt": len(bad),
+        "corrupt_files": [{"file": os.path.relpath(p, root), "reason": r} for p, r in bad[:50]],
+        "n_skipped_files": len(index.skipped),
+        "skipped_files": [
+            {"file": os.path.relpath(p, root), "reason": r} for p, r in index.skipped[:50]
+        ],
+        "n_label_mismatches": 0,
+        "n_unassigned": 0,
+        "folds_source": None,
+        "n_missing": 0,
+        "n_rejected": 0,
+        "missing_examples": [],
+    }
+
+
+def _authors_folds(args, index, mask, info):
+    """Folds from the authors' lists (``--folds-dir``), corrupt images dropped."""
+    # Names that would escape the data directory are rejected (counted, never opened).
+    fold_lists = data.read_fold_lists(args.folds_dir, index.class_names, on_unsafe="skip")
+    resolved = data.resolve_folds(index, fold_lists, warn=False)
+    info["n_missing"] = len(resolved.missing)
+    info["missing_examples"] = [str(name) for _, name in resolved.missing[:10]]
+    info["n_rejected"] = len(fold_lists.rejected)
+    info["rejected_examples"] = [str(r[2]) for r in fold_lists.rejected[:10]]
+    info["n_label_mismatches"] = len(fold_lists.label_mismatches)
+    info["n_unassigned"] = int(resolved.unassigned)
+    info["folds_source"] = f"authors' fold lists ({len(fold_lists)} files in {args.folds_dir})"
+    if info["n_missing"] or info["n_rejected"]:
+        log(
+            f"[data] fold lists: {info['n_missing']} name(s) not found, "
+            f"{info['n_rejected']} rejected (escaping the data directory)"
+        )
+    # Keep indices into the full index.
+    return [np.asarray([i for i in f if mask[i]], dtype=int) for f in resolved]
+
+
+def _stratified_folds(args, labels, mask, info):
+    """Stratified folds drawn with ``--seed`` over the readable images."""
+    good = np.flatnonzero(mask)
+    sub = data.stratified_folds(labels[good], n_folds=args.n_folds, seed=args.seed)
+    info["folds_source"] = f"stratified, {args.n_folds} folds, seed {args.seed}"
+    return [good[np.asarray(f, dtype=int)] for f in sub]
+
+
+def _fold_counts(info, folds, labels, class_names):
+    """Adds fold sizes and per-class counts of the images used to ``info``."""
+    info["n_folds"] = len(folds)
+    info["fold_sizes"] = [int(len(f)) for f in folds]
+    used = np.zeros(len(labels), dtype=bool)
+    for f in folds:
+        used[np.asarray(f, dtype=int)] = True
+    info["n_used"] = int(used.sum())
+    info["class_counts"] = {
+        name: int(((labels == c) & used).sum()) for c, name in enumerate(class_names)
+    }
+    per_class = ", ".join(f"{k} {v}" for k, v in info["class_counts"].items())
+    log(f"[data] {info['n_used']} images in {len(folds)} folds; per class: {per_class}")
+
+
+def prepare_data(args) -> DataSet:
+    """Finds (or generates) the images, drops corrupt ones and builds the folds.
+
+    Args:
+        args: the resolved command-line namespace (``embedded``, ``data_dir``, ``folds_dir``,
+            ``n_folds``, ``seed``, ``workers``, ``n_images``, ``cache_dir``, ``image_size``).
+
+    Returns:
+        A `DataSet`.
+    """
+    class_names = tuple(data.CLASS_NAMES)
+    root, source = _locate(args)
+    is_synth = is_synthetic(root)
+    if is_synth and not args.embedded:
+        source = "directory (synthetic, generated by synthetic.py)"
+    index = data.list_images(root, class_names=class_names)
+    all_paths = [str(p) for p in index.paths]
+    all_labels = np.asarray(index.labels, dtype=int)
+    log(f"[data] {len(all_paths)} images under {root}")
+    mask, bad = _scan(all_paths, args.workers)
+    info = _base_info(source, root, is_synth, index, bad)
+    if args.folds_dir is not None:
+        folds = _authors_folds(args, index, mask, info)
+    else:
+        folds = _stratified_folds(args, all_labels, mask, info)
+    _fold_counts(info, folds, all_labels, class_names)
+    return DataSet(root, bool(is_synth), all_paths, all_labels, folds, info)

@@ -1,0 +1,489 @@
+"""One experiment on one fold: build the model, train it, evaluate it, return its record.
+
+`run_one(context, experiment, fold)` is the unit of work of `reproduce.py`. A `RunContext` holds
+what every unit of a run shares (the settings, the data, the backbone factory, the input
+scaling, the record store). Everything the paper's method needs comes from ``keras_freeze``:
+freezing (`freeze_fraction`), the attention loss (`AttentionWeightedCCE` with
+`estimate_class_attention`), validation metrics per epoch (`ClassificationMetrics`) and the
+test metrics (`classification_metrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from pathlib import Path
+
+import backbone
+import data
+import keras
+import numpy as np
+import protocol
+import records
+import report
+
+import keras_freeze
+
+# Decimals of the stored test probabilities; the test metrics are computed from exactly these.
+PROBABILITY_DECIMALS = 6
+
+
+def log(msg=""):
+    print(msg, flush=True)
+
+
+class BackboneFactory:
+    """Builds a fresh MobileNetV2 backbone (``backbone.mobilenet_v2``) for every run.
+
+    The torchvision conversion and Keras' ImageNet download are cached on disk by
+    ``backbone.py`` and Keras, so only the first build of a session pays for them.
+
+    Args:
+        weights: ``"imagenet"``, ``"torchvision"``, a weights file or ``None``.
+        image_size: input side in pixels.
+    """
+
+    def __init__(self, weights, image_size):
+        self.weights = weights
+        self.image_size = image_size
+
+    def __call__(self):
+        shape = (self.image_size, self.image_size, 3)
+        return backbone.mobilenet_v2(weights=self.weights, include_top=False, input_shape=shape)
+
+
+def preprocessing_of(args):
+    """(callable, description) of the input scaling applied to the float32 0..255 batches."""
+    mode = protocol.PREPROCESSING_MODES[args.preprocessing]
+    chosen = backbone.preprocessing_for(args.weights, mode)
+    fn = functools.partial(backbone.preprocess_input, weights=args.weights, mode=chosen)
+    return fn, protocol.PREPROCESSING_TEXT.get(chosen, str(chosen))
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What every (experiment, fold) unit of one run shares.
+
+    Attributes:
+        args: the resolved command-line namespace.
+        dataset: the run's `dataset.DataSet`.
+        factory: a `BackboneFactory`.
+        preprocess: input scaling applied to every batch (see `preprocessing_of`).
+        preprocess_text: its description for the records.
+        out: the output folder.
+        store: the `records.RecordStore` of ``out``.
+    """
+
+    args: object
+    dataset: object
+    factory: BackboneFactory
+    preprocess: object
+    preprocess_text: str
+    out: Path
+    store: records.RecordStore
+
+    @property
+    def class_names(self):
+        return tuple(data.CLASS_NAMES)
+
+    def sequence(self, indices, *, image_size, shuffle, seed, preprocess, batch_size):
+        """A `data.ImageSequence` over the dataset's images at ``indices``."""
+        return data.ImageSequence(
+            [self.dataset.paths[i] for i in indices],
+            self.dataset.labels[indices],
+            num_classes=len(data.CLASS_NAMES),
+            image_size=image_size,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            preprocess=preprocess,
+            workers=self.args.workers,
+        )
+
+
+def build_model(experiment, base, args, class_names):
+    """Freezes the backbone as the experiment says and adds the paper's head.
+
+    Returns:
+        (model, freeze_info) where freeze_info is a JSON-able dict.
+    """
+    info = {"mode": "none", "frozen": 0, "of": len(base.layers)}
+    if experiment in ("freeze", "freeze+attention"):
+        frozen = keras_freeze.freeze_fraction(base, protocol.FREEZE_FRACTION, mode="ordered")
+        info = _freeze_info(frozen, "ordered 50%")
+    elif experiment == "stochastic":
+        frozen = keras_freeze.freeze_fraction(
+            base, protocol.FREEZE_FRACTION, mode="stochastic", seed=args.seed
+        )
+        info = _freeze_info(frozen, f"stochastic 50% (seed {args.seed})")
+    if args.bn_momentum is not None:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = args.bn_momentum
+    info["bn_momentum"] = args.bn_momentum
+    inputs = keras.Input((args.image_size, args.image_size, 3), name="image")
+    x = base(inputs)
+    x = keras.layers.GlobalMaxPooling2D(name="gmp")(x)
+    outputs = keras.layers.Dense(len(class_names), activation="softmax", name="head")(x)
+    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{protocol.slug(experiment)}")
+    info["trainable_params"] = int(sum(int(math.prod(w.shape)) for w in model.trainable_weights))
+    info["total_params"] = int(model.count_params())
+    return model, info
+
+
+def _freeze_info(frozen, mode):
+    return {
+        "mode": mode,
+        "frozen": frozen.n_frozen,
+        "of": frozen.n_layers,
+        "frozen_layers": list(frozen.frozen),
+    }
+
+
+class TrainingProgress(keras.callbacks.Callback):
+    """Prints one line per epoch with the logs and the training images/s.
+
+    Args:
+        prefix: start of every line, e.g. ``"[freeze | fold 1/5]"``.
+        epochs: the maximum number of epochs (for ``epoch k/N``).
+        n_train: number of training images (for images/s).
+    """
+
+    def __init__(self, prefix, epochs, n_train):
+        super().__init__()
+        self.prefix = prefix
+        self.epochs = epochs
+        self.n_train = n_train
+        self.train_images_per_s = []
+        self._t0 = None
+        self._t_train = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._t_train = None
+
+    def on_test_begin(self, logs=None):
+        if self._t0 is not None and self._t_train is None:
+            self._t_train = time.perf_counter() - self._t0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        total = time.perf_counter() - self._t0
+        t_train = self._t_train or total
+        ips = self.n_train / t_train if t_train > 0 else float("nan")
+        self.train_images_per_s.append(ips)
+        keys = ("loss", "val_loss", "val_accuracy", "val_macro_f1")
+        parts = [f"{k} {logs[k]:.4f}" for k in keys if k in logs]
+        log(
+            f"{self.prefix} epoch {epoch + 1}/{self.epochs}: "
+            + ", ".join(parts)
+            + f" ({total:.1f} s, train {ips:.1f} images/s)"
+        )
+
+
+def class_attention_for_fold(ctx, fold, train_idx):
+    """Alpha for the attention loss of one fold: estimated on its training split, cached.
+
+    The estimate is cached in ``<out>/attention/fold<k>.json`` with the settings it depends
+    on, and reused when they match.
+
+    Returns:
+        dict with ``alpha`` (list of floats, class order), ``source`` and, when estimated,
+        the estimator's table (``estimate``) and the time it took.
+    """
+    args = ctx.args
+    if args.alpha == "paper":
+        return {
+            "alpha": [float(a) for a in keras_freeze.PAPER_ALPHA],
+            "source": "paper (authors' published weights)",
+            "class_names": list(keras_freeze.PAPER_CLASS_NAMES),
+        }
+    key = {
+        "fold": fold,
+        "mc_samples": args.mc_samples,
+        "seed": args.seed,
+        "data": ctx.dataset.fingerprint(),
+        "n_train": int(len(train_idx)),
+    }
+    path = ctx.out / "attention" / f"fold{fold}.json"
+    cached = records.read_json(path) if path.exists() else None
+    if isinstance(cached, dict) and cached.get("key") == key and "result" in cached:
+        log(f"[attention] fold {fold}: reusing {path}")
+        return cached["result"]
+    result = _estimate_attention(ctx, fold, train_idx)
+    records.atomic_write_json(path, {"key": key, "result": result})
+    return result
+
+
+def _estimate_attention(ctx, fold, train_idx):
+    """Runs ``keras_freeze.estimate_class_attention`` on the fold's training images."""
+    args = ctx.args
+    size = protocol.ATTENTION_IMAGE_SIZE
+    seq = ctx.sequence(
+        train_idx, image_size=size, shuffle=False, seed=None, preprocess=None, batch_size=64
+    )
+    log(
+        f"[attention] fold {fold}: estimate_class_attention on the {len(train_idx)} training "
+        f"images ({args.mc_samples} Monte Carlo samples, {size} px)"
+    )
+    t0 = time.perf_counter()
+    att = keras_freeze.estimate_class_attention(
+        seq,
+        mc_samples=args.mc_samples,
+        image_size=size,
+        seed=args.seed + fold,
+        class_names=list(ctx.class_names),
+    )
+    elapsed = time.perf_counter() - t0
+    result = {
+        "alpha": [float(a) for a in att.weights],
+        "source": "estimated on the training split (estimate_class_attention)",
+        "class_names": list(att.class_names),
+        "time_s": round(elapsed, 2),
+        "estimate": att.to_dict(),
+        "markdown": att.to_markdown(),
+    }
+    shown = ", ".join(f"{a:.5f}" for a in result["alpha"])
+    log(f"[attention] fold {fold}: alpha = [{shown}] ({elapsed:.1f} s)")
+    return result
+
+
+def predict_sequence(model, seq):
+    """Predicts every readable image of an (unshuffled) ``ImageSequence``.
+
+    ``ImageSequence`` drops an image it cannot decode from its batch, so the rows of
+    ``model.predict(seq)`` would no longer line up with the paths; this loop keeps track of
+    which positions each batch holds.
+
+    Returns:
+        ``(y_prob, kept)``: probabilities ``(n_kept, C)`` and the positions they belong to.
+    """
+    probs, kept = [], []
+    for b in range(len(seq)):
+        pos = [int(i) for i in seq.order[b * seq.batch_size : (b + 1) * seq.batch_size]]
+        x, _ = seq[b]
+        ok = [i for i in pos if seq.paths[i] not in seq.failed]
+        if len(ok) != len(x):  # the whole batch failed and was refilled: skip it
+            continue
+        probs.append(np.asarray(model.predict_on_batch(x)))
+        kept.extend(ok)
+    if not probs:
+        raise RuntimeError(f"No readable test image; failures: {list(seq.failed.items())[:3]}")
+    return np.concatenate(probs, axis=0), np.asarray(kept, dtype=int)
+
+
+def stored_probabilities(y_prob):
+    """The test probabilities as the record stores them (Python floats, 6 decimals)."""
+    return [[round(float(p), PROBABILITY_DECIMALS) for p in row] for row in y_prob]
+
+
+def metrics_of(y_true, stored_prob, class_names):
+    """The record's ``metrics``: ``keras_freeze.classification_metrics`` of the stored values.
+
+    Computed from exactly the probabilities the record stores, so anyone can recompute them
+    from the record alone and get the same numbers.
+    """
+    result = keras_freeze.classification_metrics(
+        np.asarray(y_true, dtype=int),
+        np.asarray(stored_prob, dtype=np.float64),
+        class_names=list(class_names),
+        zero_division=0.0,
+    )
+    return result.to_dict()
+
+
+@dataclasses.dataclass
+class _Trained:
+    """What training one unit produced (internal to `run_one`)."""
+
+    model: object
+    freeze_info: dict
+    loss_desc: str
+    lr: float
+    alpha_info: dict | None
+    history: dict
+    progress: TrainingProgress
+    sequences: dict
+    fit_s: float
+
+
+def _loss_for(alpha_info):
+    if alpha_info is not None:
+        return keras_freeze.AttentionWeightedCCE(alpha_info["alpha"]), "AttentionWeightedCCE(alpha)"
+    return keras.losses.CategoricalCrossentropy(), "CategoricalCrossentropy"
+
+
+def _sequences(ctx, fold, splits):
+    """Train (shuffled per epoch), validation and test sequences of one fold."""
+    args = ctx.args
+    sequences = {}
+    for name, indices in zip(("train", "validation", "test"), splits, strict=True):
+        shuffle = name == "train"
+        sequences[name] = ctx.sequence(
+            indices,
+            image_size=args.image_size,
+            shuffle=shuffle,
+            seed=args.seed + fold if shuffle else None,
+            preprocess=ctx.preprocess,
+            batch_size=args.batch_size,
+        )
+    return sequences
+
+
+def _compile(ctx, experiment, fold, alpha_info, prefix):
+    """Builds and compiles the experiment's model; returns (model, freeze_info, loss, lr)."""
+    args = ctx.args
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(args.seed * 1000 + fold)
+    model, freeze_info = build_model(experiment, ctx.factory(), args, ctx.class_names)
+    lr = protocol.learning_rate(experiment, args.lr, args.finetune_lr)
+    loss, loss_desc = _loss_for(alpha_info)
+    # Validation accuracy, F1, precision, recall and AUC come from the library's
+    # ClassificationMetrics callback (see _train), so no compiled metrics.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+    log(
+        f"{prefix} {protocol.EXPERIMENT_TITLES[experiment]}: {freeze_info['frozen']}/"
+        f"{freeze_info['of']} backbone layers frozen, {freeze_info['trainable_params']:,} "
+        f"trainable parameters, Adam lr {lr:g}, loss {loss_desc}"
+    )
+    return model, freeze_info, loss_desc, lr
+
+
+def _train(ctx, experiment, fold, splits, prefix):
+    """Estimates alpha if needed, builds the model and fits it with EarlyStopping."""
+    args = ctx.args
+    alpha_info = None
+    if experiment == "freeze+attention":
+        alpha_info = class_attention_for_fold(ctx, fold, splits[0])
+    model, freeze_info, loss_desc, lr = _compile(ctx, experiment, fold, alpha_info, prefix)
+    seqs = _sequences(ctx, fold, splits)
+    progress = TrainingProgress(prefix, args.epochs, len(splits[0]))
+    val_metrics = keras_freeze.ClassificationMetrics(
+        seqs["validation"], class_names=ctx.class_names, keep_confusion_matrix=False
+    )
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=args.patience, restore_best_weights=True
+    )
+    t_fit = time.perf_counter()
+    history = model.fit(
+        seqs["train"],
+        validation_data=seqs["validation"],
+        epochs=args.epochs,
+        callbacks=[val_metrics, early, progress],  # metrics first: the others read its keys
+        verbose=2 if args.verbose else 0,
+    )
+    fit_s = time.perf_counter() - t_fit
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    return _Trained(model, freeze_info, loss_desc, lr, alpha_info, hist, progress, seqs, fit_s)
+
+
+def _record(ctx, experiment, fold, splits, trained, evaluation, times):
+    """Assembles the `records.Record` of one unit."""
+    args, dataset = ctx.args, ctx.dataset
+    shared, own = records.settings_of(args, dataset.fingerprint(), experiment)
+    hist = trained.history
+    epochs_run = len(hist.get("loss", []))
+    val_losses = hist.get("val_loss", [])
+    alpha_info = trained.alpha_info
+    seqs = trained.sequences
+    return records.Record(
+        experiment=experiment,
+        title=protocol.EXPERIMENT_TITLES[experiment],
+        fold=fold,
+        synthetic=dataset.synthetic,
+        note=protocol.SYNTHETIC_BANNER if dataset.synthetic else "real data",
+        metrics=evaluation["metrics"],
+        epochs_run=epochs_run,
+        best_epoch=int(np.argmin(val_losses)) + 1 if val_losses else epochs_run,
+        stopped_early=epochs_run < args.epochs,
+        history=hist,
+        train_images_per_s=[round(x, 2) for x in trained.progress.train_images_per_s],
+        time_s={**times, "attention": (alpha_info or {}).get("time_s")},
+        alpha=None if alpha_info is None else alpha_info["alpha"],
+        alpha_source=None if alpha_info is None else alpha_info["source"],
+        loss=trained.loss_desc,
+        optimizer={"name": "Adam", "learning_rate": trained.lr},
+        freeze=trained.freeze_info,
+        head=protocol.HEAD,
+        weights=args.weights if args.weights is not None else "none (random init)",
+        preprocessing=ctx.preprocess_text,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        early_stopping={
+            "monitor": "val_loss",
+            "patience": args.patience,
+            "restore_best_weights": True,
+        },
+        split={
+            "train": int(len(splits[0])),
+            "validation": int(len(splits[1])),
+            "test": int(len(splits[2])),
+            "val_fraction": protocol.VAL_FRACTION,
+            "val_seed": protocol.VAL_SEED,
+        },
+        data={
+            **dataset.info,
+            "failed_during_run": {name: len(s.failed) for name, s in seqs.items()},
+        },
+        protocol={"shared": shared, "own": own},
+        predictions=evaluation["predictions"],
+        **records.environment(),
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+def _evaluate(ctx, trained, test_idx):
+    """Test-set predictions (as stored) and the metrics computed from them."""
+    y_prob, kept = predict_sequence(trained.model, trained.sequences["test"])
+    y_true = ctx.dataset.labels[test_idx][kept]
+    stored = stored_probabilities(y_prob)
+    # Per test image: file (relative to the data root), true class, probabilities.
+    predictions = {
+        "files": [ctx.dataset.relative(i) for i in test_idx[kept]],
+        "y_true": [int(v) for v in y_true],
+        "y_prob": stored,
+    }
+    return {"metrics": metrics_of(y_true, stored, ctx.class_names), "predictions": predictions}
+
+
+def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
+    """Trains and tests one experiment on one fold; writes and returns its record.
+
+    Args:
+        ctx: the run's `RunContext`.
+        experiment: one of `protocol.EXPERIMENTS`.
+        fold: 1-based test fold.
+
+    Returns:
+        The `records.Record`, also written to ``<out>/records/<slug>_fold<k>.json``.
+    """
+    prefix = f"[{experiment} | fold {fold}/{len(ctx.dataset.folds)}]"
+    t_start = time.perf_counter()
+    splits = ctx.dataset.split(fold)
+    log(
+        f"{prefix} train {len(splits[0])}, validation {len(splits[1])}, "
+        f"test {len(splits[2])} images"
+    )
+    trained = _train(ctx, experiment, fold, splits, prefix)
+    t_test = time.perf_counter()
+    evaluation = _evaluate(ctx, trained, splits[2])
+    test_s = time.perf_counter() - t_test
+    times = {
+        "total": round(time.perf_counter() - t_start, 2),
+        "fit": round(trained.fit_s, 2),
+        "test": round(test_s, 2),
+    }
+    record = _record(ctx, experiment, fold, splits, trained, evaluation, times)
+    ctx.store.save(record)
+    m = record.metrics["macro"]
+    fmt = report.fmt
+    log(
+        f"{prefix} done in {times['total']:.0f} s, {record.epochs_run} epoch(s): macro F1 "
+        f"{fmt(m['f1'])}, accuracy {fmt(m['accuracy'])}, AUC {fmt(m['auc'])}"
+        + ("  [SYNTHETIC DATA]" if ctx.dataset.synthetic else "")
+    )
+    del trained
+    return record

@@ -1,0 +1,361 @@
+"""Reports of the COVID CXR example, written from the records of an output folder.
+
+``results.csv`` (one row per record), ``table1_macro.md`` and ``table2_weighted.md`` (our rows
+next to the paper's), ``attention.md`` / ``attention.json`` (the class weights per fold) and PNG
+figures (test confusion matrix and training curves per experiment). Every report is rebuilt
+from the records alone, so an interrupted run still gets them.
+
+Example:
+    >>> import report
+    >>> report.fmt(0.91234), report.fmt(float("nan"))
+    ('0.912', 'n/a')
+    >>> report.mean_std([0.9, 0.92, float("nan")])[0]
+    0.91
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+import protocol
+import records
+from protocol import EXPERIMENTS
+from protocol import METRICS
+
+
+def _finite(x):
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def fmt(x, digits=3):
+    """``x`` with ``digits`` decimals, or ``"n/a"`` when it is missing or not finite."""
+    return f"{x:.{digits}f}" if _finite(x) else "n/a"
+
+
+def mean_std(values):
+    """Mean and sample std (ddof=1; 0 for one value) of the finite values."""
+    vals = [v for v in values if _finite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, 0.0
+    var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
+    return m, math.sqrt(var)
+
+
+def _banner_md(synthetic):
+    return f"> **{protocol.SYNTHETIC_BANNER}**\n\n" if synthetic else ""
+
+
+# --------------------------------------------------------------------------------------
+# results.csv
+# --------------------------------------------------------------------------------------
+CSV_COLUMNS = (
+    [
+        "experiment",
+        "fold",
+        "synthetic",
+        "data_source",
+        "backend",
+        "weights",
+        "image_size",
+        "epochs_run",
+        "time_s",
+    ]
+    + [f"macro_{m}" for m in METRICS]
+    + [f"weighted_{m}" for m in METRICS]
+    + ["balanced_accuracy", "n_test", "n_corrupt", "n_missing", "alpha"]
+)
+
+
+def _csv_row(r):
+    m = r.metrics
+    row = [
+        r.experiment,
+        r.fold,
+        r.synthetic,
+        r.data["source"],
+        r.backend,
+        r.weights,
+        r.image_size,
+        r.epochs_run,
+        r.time_s["total"],
+    ]
+    row += [fmt(m["macro"][k], 4) for k in METRICS]
+    row += [fmt(m["weighted"][k], 4) for k in METRICS]
+    row += [
+        fmt(m["balanced_accuracy"], 4),
+        m["n"],
+        r.data["n_corrupt"],
+        r.data["n_missing"],
+        "" if r.alpha is None else " ".join(f"{a:.6g}" for a in r.alpha),
+    ]
+    return row
+
+
+def write_results_csv(out, by_exp):
+    """Writes ``results.csv``: one row per record, experiments in the paper's order."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for exp in EXPERIMENTS:
+        for r in by_exp[exp]:
+            w.writerow(_csv_row(r))
+    records.atomic_write_text(out / "results.csv", buf.getvalue())
+
+
+# --------------------------------------------------------------------------------------
+# Tables 1 and 2
+# --------------------------------------------------------------------------------------
+def _context_md(r, synthetic):
+    d = r.data
+    lines = [
+        f"Data: {d['source']} ({d['root']}), {d['n_used']} images, {d['folds_source']}; "
+        f"{d['n_corrupt']} corrupt/unreadable and {d['n_missing']} missing file(s) skipped.",
+        f"Protocol: {r.image_size} px, batch {r.batch_size}, at most {r.max_epochs} "
+        f"epochs with EarlyStopping(val_loss, patience {r.early_stopping['patience']}), "
+        f"weights {r.weights}, preprocessing {r.preprocessing}, BatchNorm momentum "
+        f"{r.freeze.get('bn_momentum') or 'as built (0.999)'}; Keras {r.keras_version} "
+        f"on {r.backend}.",
+    ]
+    if synthetic:
+        lines.append("Every number below was measured on SYNTHETIC data.")
+    return "\n".join(lines) + "\n\n"
+
+
+def _table_rows(by_exp, synthetic, average, paper_row):
+    text = ""
+    for exp in EXPERIMENTS:
+        recs = by_exp[exp]
+        if not recs:
+            continue
+        folds = ",".join(str(r.fold) for r in recs) if average == "macro" else str(len(recs))
+        title = protocol.EXPERIMENT_TITLES[exp]
+        cells = [title, "ours" + (" (synthetic)" if synthetic else ""), folds]
+        for m in METRICS:
+            mu, sd = mean_std([r.metrics[average][m] for r in recs])
+            one_fold_macro = average == "macro" and len(recs) == 1
+            cells.append(fmt(mu) if one_fold_macro else f"{fmt(mu)} ± {fmt(sd)}")
+        text += "| " + " | ".join(cells) + " |\n"
+        paper = paper_row(exp)
+        if paper is not None:
+            text += "| " + " | ".join([title, "paper", *paper]) + " |\n"
+    return text
+
+
+def _write_table(out, filename, title, note, by_exp, synthetic, average, paper_row):
+    """Writes one results table: our rows (mean ± std over folds) and the paper's rows."""
+    any_rec = next((r for e in EXPERIMENTS for r in by_exp[e]), None)
+    if synthetic:
+        title += " (SYNTHETIC DATA)"
+    text = title + "\n\n" + _banner_md(synthetic)
+    if any_rec is not None:
+        text += _context_md(any_rec, synthetic)
+    text += note + "\n\n"
+    text += "| Experiment | Source | Folds | "
+    text += " | ".join(protocol.METRIC_TITLES[m] for m in METRICS)
+    text += " |\n|" + "---|" * (3 + len(METRICS)) + "\n"
+    text += _table_rows(by_exp, synthetic, average, paper_row)
+    records.atomic_write_text(out / filename, text)
+    return text
+
+
+def _paper_table1_row(exp):
+    return ["-"] + [f"{protocol.PAPER_TABLE1[exp][m]:.2f}" for m in METRICS]
+
+
+def _paper_table2_row(exp):
+    if exp not in protocol.PAPER_TABLE2:
+        return None
+    row = protocol.PAPER_TABLE2[exp]
+    return ["10"] + [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS]
+
+
+def write_table1(out, by_exp, synthetic):
+    """Writes ``table1_macro.md`` and returns its text."""
+    return _write_table(
+        out,
+        "table1_macro.md",
+        "# Table 1: macro-averaged test metrics, MobileNetV2 rows",
+        "Ours: mean over the folds run (± sample std when more than one fold). Paper: "
+        "Table 1 of Roy & Khurana (ACM SAC 2023), Kaggle COVID-19 Radiography Database.",
+        by_exp,
+        synthetic,
+        "macro",
+        _paper_table1_row,
+    )
+
+
+def write_table2(out, by_exp, synthetic):
+    """Writes ``table2_weighted.md`` and returns its text."""
+    return _write_table(
+        out,
+        "table2_weighted.md",
+        "# Table 2: weighted-average test metrics, mean ± std over folds",
+        "Std is the sample standard deviation over the folds run (0 for one fold). The "
+        "paper reports Table 2 for Mobile Freeze-Net and the proposed framework over its 10 "
+        "folds; other rows have no published Table 2 values.",
+        by_exp,
+        synthetic,
+        "weighted",
+        _paper_table2_row,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Attention weights
+# --------------------------------------------------------------------------------------
+def _attention_header(synthetic, class_names):
+    title = "# Class attention weights (alpha) of the attention-based loss"
+    if synthetic:
+        title += " (SYNTHETIC DATA)"
+    text = title + "\n\n" + _banner_md(synthetic)
+    text += (
+        "alpha_c = n / (1 - alpha1_c ** q) with alpha1_c = r_inter + beta * class_im + "
+        "gamma * sigma_intra (Monte Carlo, `keras_freeze.estimate_class_attention`), "
+        "computed on each fold's training split only.\n\n"
+    )
+    text += "| Fold | Source | " + " | ".join(class_names) + " |\n"
+    text += "|" + "---|" * (2 + len(class_names)) + "\n"
+    return text
+
+
+def _cached_estimate(out, fold):
+    """The attention cache's result for ``fold`` (``{}`` when absent or unreadable)."""
+    cache = out / "attention" / f"fold{fold}.json"
+    if not cache.exists():
+        return {}
+    obj = records.read_json(cache)
+    if not isinstance(obj, dict) or not isinstance(obj.get("result"), dict):
+        return {}
+    return obj["result"]
+
+
+def write_attention(out, by_exp, synthetic, class_names):
+    """Writes ``attention.md`` / ``attention.json`` (alpha per fold); ``None`` if no fold ran."""
+    import keras_freeze
+
+    recs = by_exp["freeze+attention"]
+    if not recs:
+        return None
+    payload = {
+        "synthetic": synthetic,
+        "note": protocol.SYNTHETIC_BANNER if synthetic else "real data",
+        "class_names": list(class_names),
+        "paper_alpha": [float(a) for a in keras_freeze.PAPER_ALPHA],
+        "folds": {},
+    }
+    text = _attention_header(synthetic, class_names)
+    details = []
+    for r in recs:
+        payload["folds"][str(r.fold)] = {"alpha": r.alpha, "source": r.alpha_source}
+        shown = " | ".join(f"{a:.5f}" for a in r.alpha)
+        text += f"| {r.fold} | {r.alpha_source} | {shown} |\n"
+        res = _cached_estimate(out, r.fold)
+        if "estimate" in res:
+            payload["folds"][str(r.fold)]["estimate"] = res["estimate"]
+        if res.get("markdown"):
+            details.append(f"## Fold {r.fold}\n\n{res['markdown'].strip()}\n")
+    text += (
+        "| paper | authors' published weights | "
+        + " | ".join(f"{a:.5f}" for a in payload["paper_alpha"])
+        + " |\n"
+    )
+    if details:
+        text += "\n" + "\n".join(details)
+    records.atomic_write_text(out / "attention.md", text)
+    records.atomic_write_json(out / "attention.json", payload)
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+CURVE_PANELS = (
+    ("loss", "loss"),
+    ("accuracy", "validation accuracy"),
+    ("macro_f1", "validation macro F1"),
+)
+
+
+def _confusion_figure(plt, exp, recs, class_names, tag):
+    import numpy as np
+
+    cm = np.sum([np.asarray(r.metrics["confusion_matrix"]) for r in recs], axis=0)
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    ax.imshow(cm, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            color = "white" if cm[i, j] > cm.max() / 2 else "black"
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", color=color)
+    ax.set_xticks(range(len(class_names)), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    folds = ",".join(str(r.fold) for r in recs)
+    ax.set_title(f"{exp}: test confusion matrix, fold(s) {folds}{tag}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _curves_figure(plt, exp, recs, tag):
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(14, 4))
+    for r in recs:
+        h = r.history
+        ep = range(1, len(h.get("loss", [])) + 1)
+        for ax, (key, _) in zip(axes, CURVE_PANELS, strict=True):
+            if key in h:
+                ax.plot(ep, h[key], "-o", ms=3, label=f"fold {r.fold} train")
+            if "val_" + key in h:
+                ax.plot(ep, h["val_" + key], "--s", ms=3, label=f"fold {r.fold} validation")
+    for ax, (_, ylabel) in zip(axes, CURVE_PANELS, strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{exp}: training curves{tag}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _save_fig(plt, fig, path):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path
+
+
+def write_figures(out, by_exp, synthetic, class_names):
+    """Writes ``confusion_<slug>.png`` and ``curves_<slug>.png`` per experiment run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tag = " [SYNTHETIC DATA]" if synthetic else ""
+    written = []
+    for exp in EXPERIMENTS:
+        recs = by_exp[exp]
+        if not recs:
+            continue
+        fig = _confusion_figure(plt, exp, recs, class_names, tag)
+        written.append(_save_fig(plt, fig, out / f"confusion_{protocol.slug(exp)}.png"))
+        fig = _curves_figure(plt, exp, recs, tag)
+        written.append(_save_fig(plt, fig, out / f"curves_{protocol.slug(exp)}.png"))
+    return written
+
+
+def write_reports(out, shared, synthetic, class_names):
+    """Rebuilds every report from the complete records matching ``shared``; returns Table 1."""
+    by_exp = records.RecordStore(out).collect(shared)
+    write_results_csv(out, by_exp)
+    t1 = write_table1(out, by_exp, synthetic)
+    write_table2(out, by_exp, synthetic)
+    write_attention(out, by_exp, synthetic, class_names)
+    write_figures(out, by_exp, synthetic, class_names)
+    return t1

@@ -1,0 +1,109 @@
+"""Every use of a Keras private attribute or internal behaviour, in one place.
+
+keras-freeze builds on the public Keras 3 API except for the few facts below,
+which Keras does not expose publicly. Each is wrapped in a small named
+function, and `tests/test_keras_compat.py` checks on the installed Keras that
+each still exists and behaves as assumed, so that a Keras release that changes
+one fails loudly with a message naming it.
+
+- `optimizer._trainable_variables`: the variables an optimizer was built for.
+- `model._compile_config.config`: the compile arguments `model.save` writes.
+- `tensor._keras_logits`: the logits `softmax` attaches to its output on the
+  TensorFlow backend (Keras' cross-entropies read them).
+- `layer._flatten_layers()`: a layer and all its sublayers (also those of
+  custom layers that are not models).
+- `keras.layers.Layer.trainable.fset`: the `trainable` setter, called
+  directly because TensorFlow's `AutoTrackable.__setattr__` skips an
+  assignment of an unchanged value (and so would not reset sublayers).
+- `object.__setattr__` on a layer: stores a plain Python attribute without
+  Keras' attribute tracking.
+- `model.distribute_strategy`: the TensorFlow trainer's strategy, under
+  whose scope optimizer variables must be created.
+- `Functional._run_through_graph(inputs, operation_fn)`: runs a functional
+  model's graph with a replacement call per layer (what
+  `keras.models.clone_model(..., call_function=...)` does inside), used by
+  `split_frozen_prefix` to rebuild a nested model's graph as one flat graph.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+
+
+def optimizer_built_variables(optimizer):
+    """The variables `optimizer` was built for (`optimizer._trainable_variables`)."""
+    return list(getattr(optimizer, "_trainable_variables", []))
+
+
+def replace_compiled_optimizer(model, old, new):
+    """Makes `model.save` write `new` where the compile config holds `old`.
+
+    Keras keeps the `compile()` arguments in `model._compile_config.config`;
+    `model.get_compile_config()` serialises that dict when saving.
+
+    Returns:
+        True if the compile config held `old` and now holds `new`.
+    """
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    if isinstance(config, dict) and config.get("optimizer") is old:
+        config["optimizer"] = new
+        return True
+    return False
+
+
+def softmax_logits(y_pred):
+    """The logits TensorFlow-backend `softmax` attached to `y_pred`, or None."""
+    return getattr(y_pred, "_keras_logits", None)
+
+
+def sublayers(layer):
+    """`layer` and all its sublayers, recursively (`layer._flatten_layers()`)."""
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def set_trainable(layer, value):
+    """Sets `trainable` on `layer` and on every sublayer, even where unchanged.
+
+    The `trainable` setter is called directly on each: the setter's own
+    recursion assigns `sublayer.trainable = value`, which TensorFlow's
+    `AutoTrackable.__setattr__` skips when the value is unchanged, so a frozen
+    layer inside a trainable nested model would stay frozen.
+    """
+    for sub in sublayers(layer):
+        keras.layers.Layer.trainable.fset(sub, value)
+
+
+def set_untracked_attribute(layer, name, value):
+    """Stores a plain Python attribute on a layer, bypassing Keras' tracking."""
+    object.__setattr__(layer, name, value)
+
+
+def delete_untracked_attribute(layer, name):
+    """Removes an attribute stored with `set_untracked_attribute`."""
+    object.__delattr__(layer, name)
+
+
+def distribute_strategy(model):
+    """The model's `tf.distribute` strategy (TensorFlow backend), else None."""
+    return getattr(model, "distribute_strategy", None)
+
+
+def is_functional(model):
+    """True for a Functional model (a graph of layer calls), False for Sequential/subclassed."""
+    return (
+        isinstance(model, keras.Model)
+        and not isinstance(model, keras.Sequential)
+        and hasattr(model, "_run_through_graph")
+    )
+
+
+def run_functional_graph(model, inputs, call_fn):
+    """Runs a Functional model's graph on `inputs`, one `call_fn(layer, *args, **kwargs)` per node.
+
+    Keras' private `Functional._run_through_graph(inputs, operation_fn)` calls
+    `operation_fn(layer)` for each node and runs what it returns on the node's
+    arguments.
+    """
+    return model._run_through_graph(inputs, operation_fn=lambda op: functools.partial(call_fn, op))

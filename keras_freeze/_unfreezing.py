@@ -1,0 +1,313 @@
+"""Gradual unfreezing during `fit` (ULMFiT / fastai's `fine_tune` idea).
+
+`GradualUnfreezing` moves a model through a schedule of frozen fractions with
+`freeze_fraction`, rebuilding the train function and keeping the optimizer in
+step with the trainable variables (the optimizer surgery below).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_freeze import _keras_compat as compat
+from keras_freeze import _validation as check
+from keras_freeze._freeze import freeze_fraction
+
+__all__ = ["GradualUnfreezing"]
+
+
+def _check_schedule(schedule):
+    """Validates a schedule; returns a sorted {int: float} dict or the callable."""
+    if callable(schedule) and not isinstance(schedule, dict):
+        return schedule
+    if not isinstance(schedule, dict):
+        raise ValueError(
+            "Expected schedule to be a dict {epoch: frozen_fraction} or a callable "
+            f"epoch -> frozen_fraction. Received: schedule={schedule!r}"
+        )
+    if not schedule:
+        raise ValueError(
+            "Expected a non-empty schedule with at least the key 0, e.g. "
+            "{0: 0.5, 3: 0.25, 6: 0.0}. Received: schedule={}"
+        )
+    checked = {}
+    for epoch, fraction in schedule.items():
+        if not check.is_integer(epoch) or epoch < 0:
+            raise ValueError(
+                "Expected schedule keys to be non-negative integer epochs. "
+                f"Received: key {epoch!r} in schedule={schedule!r}"
+            )
+        checked[int(epoch)] = check.fraction(fraction, f"schedule[{epoch!r}]")
+    if 0 not in checked:
+        raise ValueError(
+            "Expected the schedule to say which fraction is frozen from epoch 0 "
+            f"(key 0). Received: schedule={schedule!r} (first key {min(checked)}). "
+            f"Add 0: <fraction>, e.g. 0: {checked[min(checked)]} to keep that "
+            "fraction from the start, or 0: 0.0 to start fully trainable."
+        )
+    return dict(sorted(checked.items()))
+
+
+def _fraction_for_epoch(schedule, epoch):
+    """The frozen fraction in force at `epoch` (dict: last key <= epoch)."""
+    if callable(schedule) and not isinstance(schedule, dict):
+        return check.fraction(schedule(epoch), f"schedule({epoch})")
+    keys = list(schedule)
+    return schedule[keys[bisect.bisect_right(keys, epoch) - 1]]
+
+
+def _same_variables(a, b):
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _build_optimizer(model, optimizer, variables):
+    strategy = compat.distribute_strategy(model)  # TF trainer only
+    if strategy is not None:
+        with strategy.scope():
+            optimizer.build(variables)
+    else:
+        optimizer.build(variables)
+
+
+def _sync_optimizer(model):
+    """Makes `model.optimizer` track exactly `model.trainable_variables`.
+
+    A Keras optimizer only updates the variables it was built with: on JAX
+    `stateless_apply` needs exactly that list, on TensorFlow and torch a
+    variable it was not built with raises "Unknown variable" (TensorFlow
+    builds the optimizer lazily on the first step, so with whatever was
+    trainable then). When the trainable list changes, a fresh optimizer of the
+    same class and config is built for the new list, and every optimizer
+    variable that exists in both (iterations, learning rate, the slots of
+    variables that stay trainable) is copied over by path, so those keep
+    their state. Variables that just became trainable start with zero slots.
+
+    Returns:
+        True if the optimizer was built or replaced.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return False
+    variables = list(model.trainable_variables)
+    if not optimizer.built:
+        _build_optimizer(model, optimizer, variables)
+        return True
+    if _same_variables(compat.optimizer_built_variables(optimizer), variables):
+        return False
+    fresh = optimizer.__class__.from_config(optimizer.get_config())
+    _build_optimizer(model, fresh, variables)
+    by_path = {}
+    for variable in optimizer.variables:
+        by_path.setdefault(variable.path, []).append(variable)
+    for variable in fresh.variables:
+        old = by_path.get(variable.path, [])
+        if len(old) == 1 and tuple(old[0].shape) == tuple(variable.shape):
+            # A copy, not the same buffer: JAX donates the state buffers to the
+            # train step, which would delete them under the old optimizer too.
+            variable.assign(keras.ops.convert_to_numpy(old[0].value))
+    model.optimizer = fresh
+    compat.replace_compiled_optimizer(model, optimizer, fresh)  # what `model.save` writes
+    return True
+
+
+@keras.saving.register_keras_serializable(package="keras_freeze")
+class GradualUnfreezing(keras.callbacks.Callback):
+    """Unfreezes a model step by step during `fit` (ULMFiT-style fine-tuning).
+
+    At the start of every epoch the callback looks up the frozen fraction in
+    force and, when it differs from the one applied last, calls
+    `freeze_fraction(model, fraction, mode, by=by)`. With `mode="ordered"` the
+    first `floor(fraction * N)` layers of `flatten_layers(model)` are frozen,
+    so lowering the fraction unfreezes the model from the top (output side)
+    down. `{0: 0.5, 3: 0.25, 6: 0.0}` trains the paper's Mobile Freeze-Net
+    (half frozen) for three epochs, then unfreezes another quarter, then all.
+
+    Changing `trainable` inside `fit` needs a new train function, so the
+    callback calls `model.make_train_function(force=True)` after each change
+    (see the `trainable` setter of `keras.layers.Layer`). It also keeps the
+    optimizer in step with the trainable variables: a Keras optimizer can
+    only update the variables it was built with, so when the trainable set
+    changes the callback builds a fresh optimizer of the same class and
+    config over the new set and carries over the state of every variable it
+    already tracked (iteration count, learning rate, Adam moments of layers
+    that stay trainable); newly unfrozen variables start with zero moments.
+    `model.optimizer` is therefore a new object after a change.
+
+    The fraction applied is written to the epoch logs as `frozen_fraction`
+    (and the number of frozen layers as `frozen_layers`), so it shows in
+    `History` and `CSVLogger`. Each change is also recorded in `self.reports`
+    as `(epoch, FreezeReport)`.
+
+    `freeze_fraction` resets every other layer of the model (or of `target`)
+    to trainable, so flags set by hand before `fit` do not survive the first
+    step; use `target` to confine the schedule to a backbone.
+
+    Args:
+        schedule: Either a dict `{epoch: fraction}`: `fraction` is frozen from
+            that (0-based) epoch until the next key; key `0` is required so
+            that the first epochs are defined. Or a callable
+            `epoch -> fraction`, called at the start of every epoch.
+            Fractions are floats in [0, 1].
+        mode: `"ordered"` (freeze a prefix: unfreeze from the top down) or
+            `"stochastic"` (freeze a random subset). Defaults to `"ordered"`.
+            With a fixed seed the stochastic frozen sets are nested (each
+            step unfreezes a random part of the layers still frozen).
+        by: `"layers"` or `"params"`, as in `freeze_fraction`. Defaults to
+            `"layers"`.
+        seed: Integer seed for `mode="stochastic"`; `None` draws one seed per
+            `fit` call (so the sets are still nested within a run). Must be
+            `None` for `mode="ordered"`.
+        target: Optional name of a layer of the model (a nested model, such
+            as the MobileNetV2 backbone) to which the schedule applies; `None`
+            (default) applies it to the whole model.
+        verbose: `0` (silent) or `1` (print a line at every change).
+
+    Raises:
+        ValueError: On an invalid schedule (non-integer or negative epochs,
+            fractions outside [0, 1], no key 0), unknown `mode` or `by`, a seed
+            with `mode="ordered"`, or a `target` the model does not have (at
+            the start of `fit`).
+
+    Example:
+
+    >>> import keras
+    >>> import numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...                           keras.layers.Dense(8), keras.layers.Dense(3)])
+    >>> model.compile("adam", "sparse_categorical_crossentropy")
+    >>> x, y = np.zeros((8, 4)), np.zeros((8,), "int32")
+    >>> history = model.fit(x, y, epochs=3, verbose=0,
+    ...                     callbacks=[GradualUnfreezing({0: 2 / 3, 2: 0.0})])
+    >>> [round(f, 3) for f in history.history["frozen_fraction"]]
+    [0.667, 0.667, 0.0]
+    >>> [layer.trainable for layer in model.layers]
+    [True, True, True]
+    """
+
+    def __init__(
+        self,
+        schedule: dict[int, float] | Callable[[int], float],
+        mode: str = "ordered",
+        by: str = "layers",
+        seed: int | None = None,
+        target: str | None = None,
+        verbose: int = 0,
+    ) -> None:
+        super().__init__()
+        check.mode_by_seed(mode, by, seed)
+        if target is not None and not isinstance(target, str):
+            raise ValueError(
+                "Expected target to be the name (a string) of a layer of the model, "
+                f"or None. Received: target={target!r}"
+            )
+        self.schedule = _check_schedule(schedule)
+        self.mode = mode
+        self.by = by
+        self.seed = None if seed is None else int(seed)
+        self.target = target
+        self.verbose = check.verbose(verbose)
+        self.reports = []
+        self._applied = None
+        self._last_report = None
+        self._run_seed = self.seed
+
+    def fraction_for_epoch(self, epoch: int) -> float:
+        """Returns the frozen fraction the schedule sets for 0-based `epoch`."""
+        return _fraction_for_epoch(self.schedule, epoch)
+
+    def _target_model(self):
+        if self.target is None:
+            return self.model
+        try:
+            return self.model.get_layer(self.target)
+        except ValueError as error:
+            raise ValueError(
+                f"GradualUnfreezing(target={self.target!r}): the model "
+                f"{self.model.name!r} has no such layer. Received: target={self.target!r}; "
+                f"top-level layers are {[layer.name for layer in self.model.layers]}."
+            ) from error
+
+    def on_train_begin(self, logs=None):
+        self._applied = None
+        self._last_report = None
+        self._target_model()  # fail early on a wrong target
+        if self.mode == "stochastic" and self.seed is None:
+            self._run_seed = int(np.random.SeedSequence().generate_state(1)[0])
+        else:
+            self._run_seed = self.seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        fraction = self.fraction_for_epoch(epoch)
+        if fraction == self._applied:
+            return
+        target = self._target_model()
+        report = freeze_fraction(
+            target,
+            fraction,
+            self.mode,
+            by=self.by,
+            seed=self._run_seed if self.mode == "stochastic" else None,
+        )
+        self._applied = fraction
+        self._last_report = report
+        self.reports.append((epoch, report))
+        _sync_optimizer(self.model)
+        if getattr(self.model, "compiled", False):
+            self.model.make_train_function(force=True)
+        if self.verbose:
+            print(
+                f"GradualUnfreezing: epoch {epoch + 1}: frozen fraction {fraction:g}, "
+                f"{report.n_frozen}/{report.n_layers} layers frozen."
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._last_report is not None:
+            logs["frozen_fraction"] = float(self._applied)
+            logs["frozen_layers"] = float(self._last_report.n_frozen)
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the constructor arguments (dict schedules only).
+
+        Raises:
+            NotImplementedError: If the schedule is a callable: a Python
+                function cannot be stored in a JSON config. Use a dict
+                schedule to serialise the callback.
+        """
+        if not isinstance(self.schedule, dict):
+            raise NotImplementedError(
+                "GradualUnfreezing with a callable schedule cannot be serialised: "
+                f"a Python callable is not JSON. Received: schedule={self.schedule!r}. "
+                "Pass a dict {epoch: fraction} instead to get a config."
+            )
+        return {
+            # JSON keys are strings; from_config turns them back into ints.
+            "schedule": {str(epoch): fraction for epoch, fraction in self.schedule.items()},
+            "mode": self.mode,
+            "by": self.by,
+            "seed": self.seed,
+            "target": self.target,
+            "verbose": self.verbose,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GradualUnfreezing:
+        config = dict(config)
+        schedule = config.pop("schedule")
+        if isinstance(schedule, dict):
+            parsed = {}
+            for key, value in schedule.items():
+                if isinstance(key, str):
+                    if not key.strip().isdigit():
+                        raise ValueError(
+                            "Expected schedule keys to be integer epochs. Received: "
+                            f"key {key!r} in config schedule={schedule!r}"
+                        )
+                    key = int(key)
+                parsed[key] = value
+            schedule = parsed
+        return cls(schedule, **config)

@@ -1,0 +1,168 @@
+"""Tests for list_class_images / ClassImages on folders built in tmp_path."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras_freeze
+from keras_freeze import ClassImages
+from keras_freeze import list_class_images
+from keras_freeze._images import IMAGE_EXTENSIONS
+
+
+def _touch(root, *paths):
+    for path in paths:
+        full = root / path
+        full.parent.mkdir(parents=True, exist_ok=True)
+        full.write_bytes(b"")
+
+
+def _names(images):
+    return [os.path.relpath(p, images.root) for p in images.paths]
+
+
+def test_kaggle_layout_reads_images_and_ignores_masks(tmp_path):
+    _touch(
+        tmp_path,
+        "COVID/images/COVID-1.png",
+        "COVID/images/COVID-2.png",
+        "COVID/masks/COVID-1.png",
+        "COVID/masks/COVID-2.png",
+        "Normal/images/Normal-1.png",
+        "Normal/masks/Normal-1.png",
+        "COVID.metadata.xlsx",
+    )
+    images = list_class_images(tmp_path)
+    assert images.class_names == ("COVID", "Normal")
+    assert _names(images) == [
+        os.path.join("COVID", "images", "COVID-1.png"),
+        os.path.join("COVID", "images", "COVID-2.png"),
+        os.path.join("Normal", "images", "Normal-1.png"),
+    ]
+    assert images.labels.tolist() == [0, 0, 1]
+    assert images.skipped == ()
+    assert images.counts() == {"COVID": 2, "Normal": 1} and len(images) == 3
+    assert images.root == str(tmp_path)
+
+
+def test_flat_layout(tmp_path):
+    _touch(tmp_path, "cats/a.png", "cats/b.jpg", "dogs/c.webp")
+    images = list_class_images(str(tmp_path))
+    assert _names(images) == [
+        os.path.join("cats", "a.png"),
+        os.path.join("cats", "b.jpg"),
+        os.path.join("dogs", "c.webp"),
+    ]
+    assert images.labels.tolist() == [0, 0, 1]
+
+
+def test_natural_order_case_insensitive(tmp_path):
+    files = ["img10.png", "img2.png", "IMG3.png", "img1.png", "img1b.png", "b.png", "A.png"]
+    _touch(tmp_path, *(f"c/{f}" for f in files), "d/x.png")
+    images = list_class_images(tmp_path)
+    got = [os.path.basename(p) for p in images.paths if images.labels[images.paths.index(p)] == 0]
+    assert got == ["A.png", "b.png", "img1.png", "img1b.png", "img2.png", "IMG3.png", "img10.png"]
+
+
+def test_extensions_are_matched_case_insensitively(tmp_path):
+    exts = list(IMAGE_EXTENSIONS) + [e.upper() for e in IMAGE_EXTENSIONS] + [".JpEg"]
+    _touch(tmp_path, *(f"c/f{i}{e}" for i, e in enumerate(exts)), "d/x.png")
+    assert list_class_images(tmp_path).counts()["c"] == len(exts)
+    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def test_hidden_and_junk_files_are_skipped_silently(tmp_path):
+    _touch(
+        tmp_path,
+        "c/x.png",
+        "c/._x.png",  # AppleDouble companion written by macOS on foreign file systems
+        "c/.hidden.png",
+        "c/.DS_Store",
+        "c/Thumbs.db",
+        "c/desktop.ini",
+        "d/y.png",
+    )
+    images = list_class_images(tmp_path)
+    assert [os.path.basename(p) for p in images.paths] == ["x.png", "y.png"]
+    assert images.skipped == ()
+
+
+def test_other_entries_are_skipped_with_a_reason(tmp_path):
+    _touch(tmp_path, "c/x.png", "c/notes.txt", "c/fake.png/inner.png", "c/sub/y.png", "d/z.png")
+    images = list_class_images(tmp_path)
+    assert [os.path.basename(p) for p in images.paths] == ["x.png", "z.png"]
+    skipped = {os.path.relpath(p, tmp_path): why for p, why in images.skipped}
+    assert skipped == {
+        os.path.join("c", "fake.png"): "a directory named like an image",
+        os.path.join("c", "notes.txt"): "not an image file",
+        os.path.join("c", "sub"): "a directory",
+    }
+
+
+def test_class_names_select_and_order_the_folders(tmp_path):
+    _touch(tmp_path, "a/1.png", "b/1.png", "b/2.png", "c/1.png")
+    images = list_class_images(tmp_path, class_names=["c", "b"])
+    assert images.class_names == ("c", "b")
+    assert images.labels.tolist() == [0, 1, 1]
+    assert images.counts() == {"c": 1, "b": 2}
+
+
+def test_class_names_none_discovers_sorted_visible_folders(tmp_path):
+    _touch(tmp_path, "b/1.png", "a/1.png", ".cache/1.png", "__MACOSX_not_hidden/1.png", "x.png")
+    assert list_class_images(tmp_path).class_names == ("__MACOSX_not_hidden", "a", "b")
+
+
+def test_empty_class_folder_counts_zero(tmp_path):
+    _touch(tmp_path, "a/1.png")
+    (tmp_path / "b").mkdir()
+    assert list_class_images(tmp_path).counts() == {"a": 1, "b": 0}
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="not a directory"):
+        list_class_images(tmp_path / "missing")
+    with pytest.raises(ValueError, match="empty directory"):
+        list_class_images(tmp_path)
+    _touch(tmp_path, "COVID/images/1.png", "Normal/1.png")
+    with pytest.raises(
+        ValueError,
+        match=r"Missing: \['Viral Pneumonia'\]; found sub-folders: \['COVID', 'Normal'\]",
+    ):
+        list_class_images(tmp_path, ["COVID", "Viral Pneumonia"])
+    with pytest.raises(ValueError, match="distinct"):
+        list_class_images(tmp_path, ["COVID", "COVID"])
+
+
+def test_class_images_value_object(tmp_path):
+    _touch(tmp_path, "a/1.png", "b/1.png")
+    images = list_class_images(tmp_path)
+    assert images == list_class_images(tmp_path)
+    assert images != list_class_images(tmp_path, ["b", "a"])
+    assert isinstance(images.paths, tuple) and isinstance(images.skipped, tuple)
+    assert images.labels.dtype == np.int64
+    with pytest.raises(ValueError):
+        images.labels[0] = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        images.paths = ()
+    with pytest.raises(ValueError, match="one label per path"):
+        ClassImages("r", ("a",), ("r/a/1.png",), [0, 0])
+    with pytest.raises(ValueError, match=r"labels in \[0, 0\]"):
+        ClassImages("r", ("a",), ("r/a/1.png",), [1])
+
+
+def test_estimator_reads_the_listed_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n in (("a", 3), ("b", 4)):
+        (tmp_path / name).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+                tmp_path / name / f"{i}.PNG"
+            )
+    _touch(tmp_path, "a/fake.png/x.png", "a/readme.txt", "b/._0.PNG")
+    images = list_class_images(tmp_path)
+    result = keras_freeze.estimate_class_attention(tmp_path, mc_samples=4, image_size=8, seed=0)
+    assert result.counts.tolist() == list(images.counts().values()) == [3, 4]
+    assert result.skipped_files == ()

@@ -1,0 +1,79 @@
+"""The package installs what it imports: every run-time import of keras_freeze is a dependency.
+
+`.ci/package_check.sh` proves the same on a real minimal install (the built wheel with the jax
+extra only, running the README quickstart and the docs blocks); these tests catch a new import
+early, on every backend, without building anything.
+"""
+
+import ast
+import pathlib
+import re
+import sys
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE = ROOT / "keras_freeze"
+# Distribution name -> the module it provides, where the two differ.
+IMPORT_NAMES = {"pillow": "PIL", "scikit-learn": "sklearn"}
+
+
+def _dist_name(requirement):
+    return re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+
+
+def _imported_modules(path):
+    """Top-level names of every module a file imports, wherever the import statement is."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_runtime_import_is_a_dependency():
+    declared = {_dist_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    provided = {IMPORT_NAMES.get(name, name) for name in declared}
+    for path in sorted(PACKAGE.glob("*.py")):
+        third_party = _imported_modules(path) - set(sys.stdlib_module_names) - {"keras_freeze"}
+        missing = third_party - provided
+        assert not missing, f"{path.name} imports {sorted(missing)}, not in dependencies"
+
+
+def test_every_dependency_is_used():
+    used = set()
+    for path in PACKAGE.glob("*.py"):
+        used |= _imported_modules(path)
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        name = _dist_name(requirement)
+        assert IMPORT_NAMES.get(name, name) in used, f"dependency {name} is never imported"
+
+
+def test_no_backend_or_test_tool_is_a_dependency():
+    declared = {_dist_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    for heavy in ("tensorflow", "tensorflow-cpu", "torch", "jax", "scikit-learn", "scipy"):
+        assert heavy not in declared
+
+
+def test_license_file_matches_the_declared_license():
+    assert PYPROJECT["project"]["license"] == "MIT"
+    assert PYPROJECT["project"]["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert "WITHOUT WARRANTY OF ANY KIND" in text
+
+
+def test_typed_marker_is_shipped():
+    assert (PACKAGE / "py.typed").is_file()
+    assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["keras_freeze"]
+
+
+def test_markers_are_declared_with_their_meaning():
+    markers = PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]
+    slow = [m for m in markers if m.startswith("slow:")]
+    assert slow and "CI runs it" in slow[0]
