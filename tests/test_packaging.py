@@ -77,3 +77,36 @@ def test_markers_are_declared_with_their_meaning():
     markers = PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]
     slow = [m for m in markers if m.startswith("slow:")]
     assert slow and "CI runs it" in slow[0]
+
+
+EXAMPLE = ROOT / "examples" / "covid_cxr"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLE.glob("*.py")), ids=lambda p: p.name)
+def test_example_module_is_a_thin_user_of_the_library(path):
+    """No function over 100 lines, no sys.path edit, no metric code of its own."""
+    tree = ast.parse(path.read_text(), str(path))
+    long = [
+        (node.name, node.end_lineno - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > 100
+    ]
+    assert not long, f"{path.name}: functions over 100 lines {long}"
+    sys_path = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    ]
+    assert not sys_path, f"{path.name} edits or reads sys.path at lines {sys_path}"
+    metric_imports = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module
+        and (node.module.startswith("sklearn.metrics") or node.module == "sklearn")
+    ]
+    assert not metric_imports, f"{path.name} imports scikit-learn metrics (lines {metric_imports})"
