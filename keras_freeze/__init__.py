@@ -17,6 +17,7 @@ from keras_freeze._freeze import freeze_fraction
 from keras_freeze._freeze import unfreeze
 from keras_freeze._images import IMAGE_EXTENSIONS
 from keras_freeze._images import ClassImages
+from keras_freeze._images import decode_image
 from keras_freeze._images import list_class_images
 from keras_freeze._losses import PAPER_ALPHA
 from keras_freeze._losses import PAPER_CLASS_NAMES
@@ -52,6 +53,7 @@ __all__ = [
     "attention_weights",
     "cache_features",
     "classification_metrics",
+    "decode_image",
     "estimate_class_attention",
     "flatten_layers",
     "freeze_fraction",

@@ -132,7 +132,9 @@ class ClassAttention:
         sigma_intra: `1 -` Monte-Carlo mean similarity of pairs of distinct
             images of the class.
         sigma_intra_se: Standard error of `sigma_intra`.
-        counts: int64 number of images per class.
+        counts: int64 number of images per class (directory input: files
+            whose image header reads, less sampled files that fail to
+            decode; see `estimate_class_attention`).
         nearest: int64 index of the other class most similar to each class
             (ties go to the smallest class name).
         pair_similarity: `(K, K)` matrix of Monte-Carlo mean similarities;
@@ -145,7 +147,8 @@ class ClassAttention:
         beta, gamma, n, q: The eq. (2)-(3) constants used.
         image_size: Side of the square grayscale images compared.
         similarity: `"pearson"` or the name of the callable used.
-        skipped_files: Paths of unreadable files skipped (directory input).
+        skipped_files: Paths of unreadable files left out of `counts`
+            (directory input).
 
     Example:
 

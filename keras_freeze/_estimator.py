@@ -47,6 +47,11 @@ __all__ = ["estimate_class_attention"]
 _POOL_FACTOR = 2
 # Decoding threads for a directory (Pillow releases the GIL while decoding).
 _MAX_DECODE_THREADS = 4
+#: Largest `mc_samples`: the pair indices of a term take 16 bytes per pair, and
+#: 10**7 pairs already give a Monte-Carlo standard error below 0.0003.
+MAX_MC_SAMPLES = 10**7
+#: Default `max_samples`: samples read from a stream of unknown length.
+DEFAULT_MAX_SAMPLES = 1_000_000
 
 
 # --------------------------------------------------------------------------
@@ -68,11 +73,18 @@ class _Options:
     similarity_name: str
     seed: int
     class_names: list | None
+    max_samples: int | None
 
     @classmethod
-    def checked(cls, mc_samples, beta, gamma, n, q, image_size, similarity, seed, class_names):
+    def checked(
+        cls, mc_samples, beta, gamma, n, q, image_size, similarity, seed, class_names, max_samples
+    ):
         mc_samples = check.integer(
-            "mc_samples", mc_samples, 2, why=" (a standard error needs 2 pairs)"
+            "mc_samples",
+            mc_samples,
+            2,
+            maximum=MAX_MC_SAMPLES,
+            why=" (a standard error needs 2 pairs; more than 10**7 pairs only costs memory)",
         )
         seed = check.seed(seed)
         return cls(
@@ -86,6 +98,7 @@ class _Options:
             similarity_name=similarity_name(similarity),
             seed=_sampling.new_seed() if seed is None else seed,
             class_names=None if class_names is None else check.distinct_names(class_names),
+            max_samples=check.integer("max_samples", max_samples, 1, allow_none=True),
         )
 
     @property
@@ -169,35 +182,79 @@ def _split_batch(batch, where):
     return np.asarray(check.to_numpy(batch[0])), check.to_numpy(batch[1])
 
 
-def _iter_batches(dataset):
-    """Yields (x, y) batches from a tf.data.Dataset, a PyDataset or any iterable."""
+# tf.data cardinality codes (`tf.data.INFINITE_CARDINALITY`, `UNKNOWN_CARDINALITY`).
+_TF_INFINITE, _TF_UNKNOWN = -1, -2
+
+
+def _tf_batches(dataset):
+    """(NumPy batches, finite) of a tf.data.Dataset; refuses an endless one."""
+    cardinality = int(dataset.cardinality())
+    if cardinality == _TF_INFINITE:
+        raise ValueError(
+            "Expected a finite tf.data.Dataset (the estimator reads it once, to the end). "
+            "Received: a dataset of infinite cardinality (e.g. `.repeat()` without a "
+            "count). Pass the dataset before `.repeat()`, or `dataset.take(n)`."
+        )
+    try:
+        if dataset.element_spec[1].shape.rank == 0:  # unbatched (image, label) elements
+            dataset = dataset.batch(256)
+    except (TypeError, IndexError, AttributeError):
+        pass
+    return dataset.as_numpy_iterator(), cardinality != _TF_UNKNOWN
+
+
+def _batch_source(dataset):
+    """(iterable of batches, finite) of a tf.data.Dataset, a PyDataset or any iterable.
+
+    `finite` is True when the number of batches is known (a PyDataset, a
+    tf.data.Dataset of known cardinality, a sized iterable such as a list).
+    """
     import keras
 
     if isinstance(dataset, keras.utils.PyDataset):
         if dataset.num_batches is None:
             raise ValueError(
-                "Expected a finite keras.utils.PyDataset. Received: num_batches=None "
-                "(infinite); pass a finite one."
+                "Expected a finite keras.utils.PyDataset (the estimator reads it once, to "
+                "the end). Received: num_batches=None (infinite); pass a finite one."
             )
-        for i in range(dataset.num_batches):
-            yield dataset[i]
-        return
+        return (dataset[i] for i in range(dataset.num_batches)), True
     module = type(dataset).__module__ or ""
     if module.startswith("tensorflow") and hasattr(dataset, "as_numpy_iterator"):
-        try:
-            if dataset.element_spec[1].shape.rank == 0:  # unbatched (image, label) elements
-                dataset = dataset.batch(256)
-        except (TypeError, IndexError, AttributeError):
-            pass
-        yield from dataset.as_numpy_iterator()
-        return
+        return _tf_batches(dataset)
     if not isinstance(dataset, Iterable):
         raise ValueError(
             "Expected a directory path, an (x, y) tuple of arrays, a tf.data.Dataset, a "
             "keras.utils.PyDataset or an iterable of (x, y) batches. "
             f"Received: dataset of type {type(dataset).__name__}"
         )
-    yield from dataset
+    return dataset, hasattr(dataset, "__len__")
+
+
+class _Stream:
+    """The (x, y) NumPy batches of a data set, read once.
+
+    A stream of unknown length (a generator, a tf.data.Dataset of unknown
+    cardinality) is read up to `max_samples` samples; `truncated` tells
+    whether it had more.
+    """
+
+    def __init__(self, dataset, max_samples):
+        self.batches, finite = _batch_source(dataset)
+        self.cap = None if finite else max_samples
+        self.truncated = False
+
+    def __iter__(self):
+        total = 0
+        for i, batch in enumerate(self.batches):
+            if self.cap is not None and total >= self.cap:
+                self.truncated = True
+                return
+            x, y = _split_batch(batch, f"in batch {i}")
+            if x.ndim >= 1 and self.cap is not None and total + len(x) > self.cap:
+                keep = self.cap - total
+                x, y = x[:keep], (y[:keep] if y.ndim >= 1 else y)
+            total += len(x) if x.ndim >= 1 else 0
+            yield i, x, y
 
 
 def _labels(y, n_images, num_classes, where):
@@ -210,24 +267,32 @@ def _labels(y, n_images, num_classes, where):
     return labels, k
 
 
-def _pools_from_stream(batches, options):
+def _pools_from_stream(dataset, options):
     """One pass of reservoir sampling; returns (pools, counts, number of one-hot columns)."""
+    stream = _Stream(dataset, options.max_samples)
     reservoir = _sampling.Reservoir(options.capacity, options.seed)
     num_classes = None if options.class_names is None else len(options.class_names)
     k_onehot, n_batches = None, 0
-    for i, batch in enumerate(batches):
+    for i, x, y in stream:
         where = f"in batch {i}"
-        x, y = _split_batch(batch, where)
         if x.ndim < 1 or len(x) == 0:
             continue
         _check_image_batch(x, where)
         labels, k = _labels(y, len(x), num_classes, where)
         k_onehot = k if k is not None else k_onehot
         for j, c, slot in reservoir.offer(labels):
-            reservoir.store(c, slot, _pool_image(x[j], options.image_size, where))
+            reservoir.store(c, slot, _pool_image(x[j], options.image_size, f"in batch {i}, x[{j}]"))
         n_batches += 1
     if n_batches == 0:
         raise ValueError("Expected a non-empty data set. Received: no (non-empty) batches.")
+    if stream.truncated:
+        warnings.warn(
+            f"Stopped reading the data set after max_samples={stream.cap} samples: it did "
+            "not end there (an endless generator?), so `counts` and `class_im` describe "
+            "those samples only. Pass a finite data set, or a larger `max_samples` (None "
+            "reads to the end).",
+            stacklevel=5,
+        )
     pools = {c: np.stack(v) for c, v in reservoir.slots.items()}
     return pools, dict(reservoir.seen), k_onehot
 
@@ -265,7 +330,7 @@ def _labelled_pools(dataset, options):
     ):
         pools, counts, k = _pools_from_arrays(dataset[0], dataset[1], options)
     else:
-        pools, counts, k = _pools_from_stream(_iter_batches(dataset), options)
+        pools, counts, k = _pools_from_stream(dataset, options)
     if options.class_names is not None:
         names = list(options.class_names)
     else:
@@ -279,7 +344,8 @@ def _decode_sample(files, order, capacity, image_size, executor):
     """Decodes files in `order` until `capacity` readable images are collected.
 
     Files are decoded in parallel chunks but consumed strictly in `order`, so
-    the result does not depend on thread timing.
+    the result does not depend on thread timing. Returns the pool and the
+    `(path, reason)` of the files that failed to decode.
     """
     want = min(capacity, len(order))
     pool = np.empty((want, image_size, image_size), dtype=np.float32)
@@ -290,15 +356,33 @@ def _decode_sample(files, order, capacity, image_size, executor):
         pos += len(chunk)
         for path, (img, err) in zip(chunk, executor.map(decode, chunk), strict=True):
             if img is None:
-                warnings.warn(
-                    f"Skipping unreadable image {path!r}: {type(err).__name__}: {err}",
-                    stacklevel=5,
-                )
-                bad.append(path)
+                cause = err.__cause__ or err
+                bad.append((path, f"{type(cause).__name__}: {cause}"))
             else:
                 pool[got] = img
                 got += 1
     return pool[:got], bad
+
+
+def _warn_skipped(skipped, listing):
+    """One warning for every file of the class folders left out (not one per file)."""
+    parts = []
+    if skipped:
+        shown = "; ".join(f"{path!r} ({why})" for path, why in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        parts.append(
+            f"Skipped {len(skipped)} unreadable image file(s), not counted in `counts`: "
+            f"{shown}{more}. All are listed in `ClassAttention.skipped_files`."
+        )
+    if listing.skipped:
+        path, why = listing.skipped[0]
+        parts.append(
+            f"Ignored {len(listing.skipped)} entr{'y' if len(listing.skipped) == 1 else 'ies'} "
+            f"of the class folders that are not image files (e.g. {path!r}: {why}); see "
+            "`keras_freeze.list_class_images(...).skipped`."
+        )
+    if parts:
+        warnings.warn(" ".join(parts), stacklevel=5)
 
 
 def _decode_threads():
@@ -310,14 +394,23 @@ def _decode_threads():
 
 
 def _directory_pools(root, options):
-    """`_Pools` of a class-folder directory: decodes only a random sample per class."""
+    """`_Pools` of a class-folder directory: decodes only a random sample per class.
+
+    Every listed file's header is read (cheap) so that `counts` leaves out
+    files that are not images; the sampled files are fully decoded, and one
+    that fails is left out too. A file with a valid header but corrupt pixel
+    data is only found (and left out) when it is sampled.
+    """
     listing = _images.list_class_images(root, options.class_names)
     names = list(listing.class_names)
     paths = np.array(listing.paths, dtype=object)
-    pools, counts, skipped = {}, np.zeros(len(names), dtype=np.int64), []
+    pools, counts = {}, np.zeros(len(names), dtype=np.int64)
     with ThreadPoolExecutor(max_workers=_decode_threads()) as executor:
+        problems = list(executor.map(_images.header_problem, listing.paths))
+        skipped = [(p, why) for p, why in zip(listing.paths, problems, strict=True) if why]
+        readable = np.array([why is None for why in problems], dtype=bool)
         for c, name in enumerate(names):
-            files = paths[listing.labels == c].tolist()
+            files = paths[(listing.labels == c) & readable].tolist()
             stream = _sampling.rng(
                 options.seed, _sampling.DIRECTORY_ORDER, _sampling.name_key(name)
             )
@@ -327,7 +420,8 @@ def _directory_pools(root, options):
             counts[c] = len(files) - len(bad)
             if len(pool):
                 pools[c] = pool
-    return _Pools(names, counts, pools, tuple(skipped))
+    _warn_skipped(skipped, listing)
+    return _Pools(names, counts, pools, tuple(path for path, _ in skipped))
 
 
 def _collect(dataset, options):
@@ -449,6 +543,7 @@ def estimate_class_attention(
     similarity: str | Callable[[np.ndarray, np.ndarray], np.ndarray] = "pearson",
     seed: int | None = None,
     class_names: Sequence[str] | None = None,
+    max_samples: int | None = DEFAULT_MAX_SAMPLES,
 ) -> ClassAttention:
     """Estimates eqs. (2)-(3) of the paper by Monte Carlo and returns the weights.
 
@@ -465,41 +560,45 @@ def estimate_class_attention(
     - `alpha1 = r_inter + beta * class_im + gamma * sigma_intra` (eq. 2),
       `alpha = n / (1 - alpha1 ** q)` (eq. 3).
 
-    Sampling: up to `2 * mc_samples` images per class are kept (uniformly at
-    random; reservoir sampling in one pass for streams, random files for a
-    directory, so only those are decoded). When a class has more images, a
-    term's pairs never reuse an image; otherwise pairs are drawn with
-    replacement from all pairs of the class. Either way the `mc_samples`
-    per-pair similarities are exchangeable draws and the reported standard
-    error `std / sqrt(mc_samples)` is exact (with replacement) or slightly
-    conservative (without). See `docs/attention.md`.
-
-    Constant images (zero variance): their correlation with a non-constant
-    image is 0; two constant images have similarity 1 if equal, else 0.
+    Up to `2 * mc_samples` images per class are kept, uniformly at random
+    (only those files of a directory are decoded); the standard errors are
+    `std / sqrt(mc_samples)`. Constant images (standard deviation <= 1e-5
+    times the largest |pixel|) correlate 0 with others, 1 with an equal one.
+    A directory's `counts` are the files whose image header Pillow reads,
+    less sampled files that fail to decode (a corrupt file that is not
+    sampled is counted unverified); one warning lists the files left out.
+    See `docs/attention.md` for these rules.
 
     Args:
         dataset: One of: a directory (str or path) of class sub-folders, read
             with `list_class_images` (`<class>/*.png` or the Kaggle layout
             `<class>/images/*.png`; `masks/` is ignored); a tuple `(x, y)` of
             arrays, x `(N, H, W)`, `(N, H, W, 1)` or `(N, H, W, 3)` (uint8 or
-            float), y integer `(N,)` or one-hot `(N, K)`; a `tf.data.Dataset`,
-            a `keras.utils.PyDataset` or any iterable of `(x, y)` batches (one
-            pass).
-        mc_samples: Pairs per Monte-Carlo term, an int >= 2. Defaults to 1000.
+            float), y integer `(N,)` or one-hot `(N, K)` (rows with a single
+            1, zeros elsewhere); a `tf.data.Dataset`, a `keras.utils.PyDataset`
+            or any iterable of `(x, y)` batches (one pass; an infinite
+            `tf.data.Dataset` or `PyDataset` is refused, see `max_samples`).
+        mc_samples: Pairs per Monte-Carlo term, an int in [2, 10**7].
+            Defaults to 1000.
         beta: Weight of `class_im` in eq. (2). Defaults to 0.05.
         gamma: Weight of `sigma_intra` in eq. (2). Defaults to 0.1.
         n: Normalisation factor of eq. (3). Defaults to 0.001.
         q: Exponent of eq. (3). Defaults to 0.25.
         image_size: Side of the square grayscale images compared (Pillow
             BILINEAR, antialiased). Defaults to 64.
-        similarity: `"pearson"` or a batch-wise callable `f(a, b)` taking two
-            float32 arrays of shape `(m, image_size, image_size)` (raw
-            grayscale intensities) and returning `m` similarities; outputs
-            are clipped to [0, 1].
+        similarity: `"pearson"` or a batch-wise callable `f(a, b)` of two
+            float32 `(m, image_size, image_size)` grayscale arrays (as given,
+            or in [0, 1] for a directory) returning `m` similarities, clipped
+            to [0, 1].
         seed: Int seed, or None to draw one (recorded in the result).
         class_names: Optional class names; for a directory, the sub-folders
             to use in this order; for arrays/streams, names of labels
             `0..K-1` (also fixes K).
+        max_samples: The most samples read from a stream of unknown length
+            (a generator, a `tf.data.Dataset` of unknown cardinality), so an
+            endless one cannot hang; a warning says when it had more. `None`
+            reads to the end; sized inputs are always read whole. Defaults to
+            1,000,000.
 
     Returns:
         A `ClassAttention`; `AttentionWeightedCCE(result)` uses its
@@ -507,9 +606,10 @@ def estimate_class_attention(
 
     Raises:
         ValueError: for a class with fewer than 2 (readable) images, a single
-            class, x / y length mismatch, non-image arrays, an empty,
-            missing or unreadable directory, invalid arguments, or `alpha1`
-            reaching 1 for some class (eq. 3 undefined).
+            class, x / y length mismatch, non-image arrays, bad labels or
+            rows that are not one-hot, non-finite pixels (naming the file or
+            sample), an empty or missing directory, an infinite input,
+            invalid arguments, or `alpha1` reaching 1 (eq. 3 undefined).
 
     Example:
 
@@ -519,15 +619,13 @@ def estimate_class_attention(
     >>> x = rng.integers(0, 256, size=(30, 16, 16), dtype=np.uint8)
     >>> y = np.arange(30) % 3
     >>> res = estimate_class_attention((x, y), mc_samples=100, image_size=16, seed=1)
-    >>> res.class_names
-    ('0', '1', '2')
-    >>> bool(np.all(res.weights > 0.001))
-    True
+    >>> res.class_names, bool(np.all(res.weights > 0.001))
+    (('0', '1', '2'), True)
 
     Reference: Roy & Khurana, ACM SAC 2023, eqs. (2)-(3).
     """
     options = _Options.checked(
-        mc_samples, beta, gamma, n, q, image_size, similarity, seed, class_names
+        mc_samples, beta, gamma, n, q, image_size, similarity, seed, class_names, max_samples
     )
     pools = _collect(dataset, options)
     sim, sim_se = _similarity_matrix(pools, options)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from fractions import Fraction
 
 import keras
 import numpy as np
 
 from keras_freeze import _keras_compat as compat
+from keras_freeze import _sampling
 from keras_freeze import _validation as check
 
 _ORIGINAL_FLAGS_ATTR = "_keras_freeze_original_trainable"
@@ -32,6 +34,9 @@ def flatten_layers(model: keras.Model) -> list[keras.layers.Layer]:
     (`InputLayer`, `ReLU`, `Add`, `ZeroPadding2D` all count, as they do in
     the paper's count of 154 MobileNetV2 layers). A custom layer that merely
     holds sublayers (not a `keras.Model`) stays one entry.
+
+    A layer shared by nested models (the same layer object reached twice) is
+    listed once, at its first position, so it is counted and frozen once.
 
     Note that Keras lists a Functional model's `InputLayer` in `.layers` but
     not a Sequential model's, and this function follows `.layers`.
@@ -50,13 +55,21 @@ def flatten_layers(model: keras.Model) -> list[keras.layers.Layer]:
     >>> [type(layer).__name__ for layer in flatten_layers(outer)]
     ['Dense', 'ReLU', 'Dense']
     """
-    layers = []
-    for layer in _get_layers(model):
-        if isinstance(layer, keras.Model):
-            layers.extend(flatten_layers(layer))
-        else:
+    layers, seen = [], set()
+    for layer in _flat(model):
+        if id(layer) not in seen:
+            seen.add(id(layer))
             layers.append(layer)
     return layers
+
+
+def _flat(model):
+    """Every non-model layer under `model`, in order, repeats included."""
+    for layer in _get_layers(model):
+        if isinstance(layer, keras.Model):
+            yield from _flat(layer)
+        else:
+            yield layer
 
 
 def _get_layers(model):
@@ -91,7 +104,8 @@ class FreezeReport:
         fraction: The requested fraction.
         mode: `"ordered"` or `"stochastic"`.
         by: `"layers"` or `"params"`.
-        seed: The seed used by `mode="stochastic"` (`None` otherwise).
+        seed: The seed used by `mode="stochastic"` (`None` otherwise); when
+            none was passed, the seed drawn, so the freeze can be repeated.
         trainable_params_before: Trainable parameters before the call.
         non_trainable_params_before: Non-trainable parameters before the call.
         trainable_params_after: Trainable parameters after the call.
@@ -200,6 +214,10 @@ def freeze_fraction(
     (Keras 3 semantics), so their moving statistics stay as loaded. Freeze
     before `model.compile(...)`, or compile again after freezing; inside
     `fit` (a callback) call `model.make_train_function(force=True)` after it.
+    Changing the flags of a model that is already compiled warns (a
+    `UserWarning`) that the change takes effect at the next `compile()`.
+    The warning looks at `model` only: freezing a sub-model (a backbone) of a
+    compiled model does not warn, yet needs the same recompile.
 
     Args:
         model: The `keras.Model` to freeze in place.
@@ -210,8 +228,9 @@ def freeze_fraction(
             subset). Defaults to `"ordered"`.
         by: `"layers"` to count layers, `"params"` to count parameters
             (the model must be built). Defaults to `"layers"`.
-        seed: Integer seed for `mode="stochastic"`; `None` draws a fresh
-            random subset. Must be `None` with `mode="ordered"`.
+        seed: Integer seed >= 0 for `mode="stochastic"`; `None` draws a
+            seed (recorded in the report's `seed`). Must be `None` with
+            `mode="ordered"`.
 
     Returns:
         A `FreezeReport` naming the frozen layers, with parameter counts
@@ -237,9 +256,17 @@ def freeze_fraction(
     """
     fraction = check.fraction(fraction)
     check.mode_by_seed(mode, by, seed)
+    return apply_freeze(model, fraction, mode, by, seed, warn_if_compiled=True)
+
+
+def apply_freeze(model, fraction, mode, by, seed, *, warn_if_compiled):
+    """`freeze_fraction` on checked arguments; a callback passes `warn_if_compiled=False`."""
     layers = flatten_layers(model)
+    if mode == "stochastic" and seed is None:
+        seed = _sampling.new_seed()  # recorded in the report, so the freeze can be repeated
     chosen = _choose(model, layers, fraction, mode, by, seed)
     before = (_count(model.trainable_weights), _count(model.non_trainable_weights))
+    flags_before = [layer.trainable for layer in _walk(model)]
     if not hasattr(model, _ORIGINAL_FLAGS_ATTR):
         compat.set_untracked_attribute(
             model, _ORIGINAL_FLAGS_ATTR, [(layer, layer.trainable) for layer in _walk(model)]
@@ -247,6 +274,8 @@ def freeze_fraction(
     compat.set_trainable(model, True)  # recursive in Keras 3: resets every sublayer
     for i in sorted(chosen):
         layers[i].trainable = False
+    if warn_if_compiled:
+        _warn_if_compiled(model, flags_before, "freeze_fraction", stacklevel=4)
     return FreezeReport(
         frozen=tuple(layer.name for i, layer in enumerate(layers) if i in chosen),
         trainable=tuple(layer.name for i, layer in enumerate(layers) if i not in chosen),
@@ -259,6 +288,23 @@ def freeze_fraction(
         non_trainable_params_before=before[1],
         trainable_params_after=_count(model.trainable_weights),
         non_trainable_params_after=_count(model.non_trainable_weights),
+    )
+
+
+def _warn_if_compiled(model, flags_before, what, stacklevel):
+    """Warns when the trainable flags of an already compiled model changed."""
+    if not getattr(model, "compiled", False):
+        return
+    if [layer.trainable for layer in _walk(model)] == flags_before:
+        return
+    warnings.warn(
+        f"{what} changed which layers of model {model.name!r} are trainable after the "
+        "model was compiled. The change takes effect at the next `model.compile(...)`: "
+        "until then `fit` may keep training the layers as they were compiled (Keras reuses "
+        "its train function and optimizer). Compile again before training; inside `fit`, "
+        "a callback must call `model.make_train_function(force=True)`, as "
+        "`GradualUnfreezing` does.",
+        stacklevel=stacklevel,
     )
 
 
@@ -327,6 +373,7 @@ def unfreeze(model: keras.Model) -> int:
     [True, True]
     """
     _get_layers(model)
+    flags_before = [layer.trainable for layer in _walk(model)]
     original = getattr(model, _ORIGINAL_FLAGS_ATTR, None)
     if original is None:
         compat.set_trainable(model, True)
@@ -334,4 +381,5 @@ def unfreeze(model: keras.Model) -> int:
         for layer, flag in original:  # pre-order: containers before their layers
             compat.set_trainable(layer, flag)
         compat.delete_untracked_attribute(model, _ORIGINAL_FLAGS_ATTR)
+    _warn_if_compiled(model, flags_before, "unfreeze", stacklevel=3)
     return sum(layer.trainable for layer in flatten_layers(model))

@@ -1,11 +1,12 @@
-"""Class-folder image data sets: listing the files and decoding them to grayscale.
+"""Class-folder image data sets: listing the files and decoding them to [0, 1].
 
 `list_class_images` is the one lister of the library: it reads the layout of
 the COVID-19 Radiography Database (`<root>/<class>/images/*.png`, with a
 `masks/` folder next to `images/`) and the plain `<root>/<class>/*.png`
 layout of `keras.utils.image_dataset_from_directory`. The estimator
 (`estimate_class_attention` on a directory) reads the files it lists, decoded
-here with Pillow.
+by `decode_image`, the one decoder of the library (Pillow), which maps every
+bit depth (8-bit, 12/16-bit radiographs, float TIFF) to float32 in [0, 1].
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from keras_freeze import _validation as check
 
-__all__ = ["IMAGE_EXTENSIONS", "ClassImages", "list_class_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ClassImages", "decode_image", "list_class_images"]
 
 #: File extensions recognised as images (matched case-insensitively).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -220,8 +221,17 @@ def list_class_images(
 
 
 # --------------------------------------------------------------------------
-# Decoding (used by the attention estimator)
+# Decoding: one decoder for the estimator and the examples
 # --------------------------------------------------------------------------
+
+#: `interpolation` names of `decode_image` (Pillow resampling filters).
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "lanczos", "box")
+#: Bit depths tried, in order, for integer images deeper than 8 bits.
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+# Pillow modes of integer images wider than 8 bits (one channel).
+_WIDE_INT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+# 8-bit (or 1-bit) modes without colour: decoded as one channel.
+_GRAY_MODES = ("1", "L", "LA", "La")
 
 
 def _pil_image():
@@ -235,25 +245,189 @@ def _pil_image():
     return Image
 
 
-def _load_gray(path):
-    """Decodes one image file to a 2-D float32 grayscale array (PIL mode 'L')."""
-    image = _pil_image()
-    with image.open(path) as im:
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float grayscale
-            return np.asarray(im, dtype=np.float32)
-        return np.asarray(im.convert("L"), dtype=np.float32)
+def _target_size(image_size):
+    """`None` or `(height, width)` from `image_size` (None, an int or a pair)."""
+    if image_size is None:
+        return None
+    if check.is_integer(image_size):
+        hw = (image_size, image_size)
+    elif isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        hw = tuple(image_size)
+    else:
+        hw = ()
+    if len(hw) != 2 or not all(check.is_integer(v) and v >= 1 for v in hw):
+        raise ValueError(
+            "Expected image_size to be None, an int >= 1 or a (height, width) pair of ints "
+            f">= 1. Received: image_size={image_size!r}"
+        )
+    return int(hw[0]), int(hw[1])
 
 
-def _resize_gray(img, size):
-    """2-D float image -> float32 (size, size) with Pillow BILINEAR (antialiased)."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.shape == (size, size):
-        return np.array(img, dtype=np.float32, copy=True)
+def _wide_int_to_unit(values, path):
+    """Integer pixels (16-bit or `I` mode) -> float32 in [0, 1] by their bit depth."""
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high >= 2 ** BIT_DEPTHS[-1]:
+        raise ValueError(
+            f"Expected integer pixels in [0, 65535] (at most 16 bits) in image {path!r}. "
+            f"Received: values in [{low}, {high}]. Convert the image to 8 or 16 bits "
+            "(e.g. rescale to [0, 65535] and save as a 16-bit PNG)."
+        )
+    bits = next(b for b in BIT_DEPTHS if high < 2**b)
+    return (values.astype(np.float64) / (2**bits - 1)).astype(np.float32)
+
+
+def _float_to_unit(values, path):
+    """Float pixels (mode `F`): used as they are when finite and in [0, 1]."""
+    finite = np.isfinite(values)
+    if not np.all(finite):
+        bad = int(values.size - np.count_nonzero(finite))
+        raise ValueError(
+            f"Expected finite pixel values in image {path!r}. Received: {bad} pixel(s) of "
+            f"{values.size} are NaN or infinite. Fix or remove the file."
+        )
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"Expected float pixel values in [0, 1] in image {path!r}. Received: values in "
+            f"[{low:.6g}, {high:.6g}]. Rescale the image to [0, 1] (e.g. divide by its "
+            "maximum) or save it as an 8- or 16-bit integer image; float images are never "
+            "rescaled or clipped silently."
+        )
+    return values.astype(np.float32, copy=False)
+
+
+def _to_unit_array(im, mode, path):
+    """A loaded Pillow image -> float32 array in [0, 1]: `(H, W)`, or `(H, W, 3)` for 8-bit RGB.
+
+    Grayscale sources stay `(H, W)` (the caller replicates them to RGB after
+    resizing, which equals converting first).
+    """
+    if im.mode in _WIDE_INT_MODES:
+        return _wide_int_to_unit(np.asarray(im), path)
+    if im.mode == "F":
+        return _float_to_unit(np.asarray(im, dtype=np.float32), path)
+    target = "L" if mode == "gray" or im.mode in _GRAY_MODES else "RGB"
+    if im.mode != target:
+        im = im.convert(target)
+    return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+
+
+def _resize(array, size, interpolation):
+    """`(H, W)` or `(H, W, C)` float32 -> `size` = (height, width), per channel in float."""
+    if array.shape[:2] == size:
+        return array
     image = _pil_image()
-    out = image.fromarray(np.ascontiguousarray(img), mode="F").resize(
-        (size, size), image.Resampling.BILINEAR
-    )
-    return np.asarray(out, dtype=np.float32)
+    resample = getattr(image.Resampling, interpolation.upper())
+    height, width = size
+
+    def one(channel):
+        resized = image.fromarray(np.ascontiguousarray(channel), mode="F").resize(
+            (width, height), resample
+        )
+        return np.asarray(resized, dtype=np.float32)
+
+    if array.ndim == 2:
+        return one(array)
+    return np.stack([one(array[..., c]) for c in range(array.shape[-1])], axis=-1)
+
+
+def _open_and_convert(path, mode, size):
+    """Opens `path` and returns its pixels as float32 in [0, 1] (see `decode_image`)."""
+    image = _pil_image()
+    im = None
+    try:
+        im = image.open(path)
+        if size is not None:  # JPEG: decode at the smallest DCT scale >= size
+            im.draft(None, size[::-1])
+        im.load()
+    except Exception as error:  # noqa: BLE001 - any decoder failure: not readable
+        if im is not None:
+            im.close()
+        raise OSError(
+            f"Cannot decode image file {path!r}: {type(error).__name__}: {error}"
+        ) from error
+    try:
+        return _to_unit_array(im, mode, path)
+    finally:
+        im.close()
+
+
+def decode_image(
+    path: str | os.PathLike,
+    image_size: int | tuple[int, int] | None = None,
+    *,
+    mode: str = "rgb",
+    interpolation: str = "bilinear",
+) -> np.ndarray:
+    """Decodes an image file to float32 pixels in [0, 1], optionally resized.
+
+    The one decoder of keras-freeze (the attention estimator reads directory
+    images with it). Pixel values are mapped to [0, 1] by this rule, so that
+    every bit depth gives the same picture and nothing is ever clipped:
+
+    - 8-bit images (`L`, `RGB`, palette, `LA`, `RGBA`, `CMYK`, ...) are
+      converted by Pillow to `L` or `RGB` (alpha dropped) and divided by 255;
+      1-bit images give {0, 1}.
+    - Integer images deeper than 8 bits (`I;16`, `I;16B`, `I`; 16-bit PNG or
+      TIFF radiographs) are divided by `2**b - 1`, where `b` is the smallest
+      of 8, 10, 12, 14, 16 with `max value < 2**b`. So 12-bit data stored in
+      16 bits maps onto [0, 1] as 12-bit data, and a 16-bit copy of an 8-bit
+      image decodes exactly as the 8-bit image. Negative values or values of
+      2**16 and more raise a `ValueError`.
+    - Float images (`F`, e.g. a float TIFF) are used as they are when every
+      pixel is finite and in [0, 1]; a NaN / infinite pixel or any other
+      range raises a `ValueError` naming the file, the problem and the fix
+      (never a silent rescale or clip).
+
+    Resizing is done in float32, channel by channel, with Pillow's filter
+    (antialiased when shrinking); a JPEG is first decoded at the smallest
+    scale not below the target size (Pillow's `draft`).
+
+    Args:
+        path: The image file (str or path).
+        image_size: `None` (default) to keep the file's size, an int for a
+            square image, or a `(height, width)` pair.
+        mode: `"rgb"` (default) for `(H, W, 3)` pixels (a grayscale image is
+            replicated to three channels), or `"gray"` for `(H, W)` pixels
+            (colour images are converted with Pillow's ITU-R 601-2 luma).
+        interpolation: One of `"bilinear"` (default), `"nearest"`,
+            `"bicubic"`, `"lanczos"`, `"box"`.
+
+    Returns:
+        A float32 NumPy array with values in [0, 1], shape `(H, W, 3)` or
+        `(H, W)`.
+
+    Raises:
+        OSError: If the file is missing or cannot be decoded (the message
+            names the file).
+        ValueError: If the pixels cannot be mapped to [0, 1] by the rule
+            above (non-finite or out-of-range float pixels, integers beyond
+            16 bits), or an argument is invalid.
+
+    Example:
+
+    >>> import pathlib, tempfile
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "ramp12.png"
+    >>> ramp = np.linspace(0, 4095, 64, dtype=np.uint16).reshape(8, 8)  # 12-bit data
+    >>> Image.fromarray(ramp).save(path)  # stored as a 16-bit PNG
+    >>> x = decode_image(path, mode="gray")
+    >>> x.dtype, x.shape, float(x.min()), float(x.max())
+    (dtype('float32'), (8, 8), 0.0, 1.0)
+    >>> decode_image(path, (4, 6)).shape
+    (4, 6, 3)
+    """
+    size = _target_size(image_size)
+    check.one_of("mode", mode, ("rgb", "gray"))
+    check.one_of("interpolation", interpolation, INTERPOLATIONS)
+    path = os.fspath(path)
+    array = _open_and_convert(path, mode, size)
+    if size is not None:
+        array = _resize(array, size, interpolation)
+    if mode == "rgb" and array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    return array
 
 
 def _to_gray(img):
@@ -268,9 +442,31 @@ def _to_gray(img):
     return img.astype(np.float32, copy=False)
 
 
-def _decode_resized(path, image_size):
-    """(image, None) for a readable file, else (None, the exception)."""
+def _resize_gray(img, size):
+    """2-D float image -> float32 (size, size) with Pillow BILINEAR (antialiased)."""
+    return np.array(_resize(np.asarray(img, dtype=np.float32), (size, size), "bilinear"))
+
+
+def header_problem(path):
+    """None if Pillow can read the image header of `path`, else why not (a str).
+
+    Cheap (no pixel data is decoded): used to count the images of a class
+    without decoding them all.
+    """
+    image = _pil_image()
     try:
-        return _resize_gray(_load_gray(path), image_size), None
-    except Exception as e:  # noqa: BLE001 - any decoder failure means unreadable
+        with image.open(path) as im:
+            width, height = im.size
+    except Exception as error:  # noqa: BLE001 - any failure: not an image
+        return f"{type(error).__name__}: {error}"
+    if width < 1 or height < 1:
+        return f"empty image ({width}x{height})"
+    return None
+
+
+def _decode_resized(path, image_size):
+    """(image, None) for a readable file, else (None, the OSError); pixel errors raise."""
+    try:
+        return decode_image(path, image_size, mode="gray"), None
+    except OSError as e:
         return None, e

@@ -46,6 +46,11 @@ PAPER_ALPHA = (0.00525, 0.00579, 0.00566, 0.00513)
 #: Class order of `PAPER_ALPHA`: the COVID-19 Radiography Database folders.
 PAPER_CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 
+# `alpha` must be a normal positive finite float32 (the loss is computed in
+# float32 at least): subnormals lose precision and are flushed to 0 by XLA.
+_ALPHA_MIN = float(np.finfo(np.float32).tiny)
+_ALPHA_MAX = float(np.finfo(np.float32).max)
+
 # Inputs in these dtypes are computed in float32 (and the result cast back),
 # so that the softmax / log / weighted sum never overflow or underflow.
 _LOW_PRECISION = ("float16", "bfloat16")
@@ -107,6 +112,12 @@ def _resolve_alpha(alpha):
             f"Received: an empty alpha={received!r}"
         )
     values = values.astype(np.float64)
+    _check_alpha_values(values)
+    return tuple(float(v) for v in values)
+
+
+def _check_alpha_values(values):
+    """Raises unless every weight is a positive finite number, normal in float32."""
     bad = [i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)]
     if bad:
         raise ValueError(
@@ -114,7 +125,16 @@ def _resolve_alpha(alpha):
             f"Received: alpha={values.tolist()} (invalid at index {bad}: "
             f"{[values[i].item() for i in bad]})"
         )
-    return tuple(float(v) for v in values)
+    bad = [i for i, v in enumerate(values) if not _ALPHA_MIN <= v <= _ALPHA_MAX]
+    if bad:
+        raise ValueError(
+            "Expected every entry of `alpha` to be a finite number > 0 in float32 (the loss "
+            f"is computed in float32 or wider): in [{_ALPHA_MIN:.4g}, {_ALPHA_MAX:.4g}] "
+            "(float32 rounds 1e-50 to 0, weighting the class by nothing, and 1e39 to inf, "
+            f"making the loss NaN). Received: alpha={values.tolist()} (out of range at index "
+            f"{bad}: {[values[i].item() for i in bad]}). Rescale alpha: only the ratios "
+            "between classes and the overall scale of the loss matter."
+        )
 
 
 def _check_options(from_logits, label_smoothing, axis):
@@ -244,6 +264,64 @@ def _weighted_cce(targets, y_pred, alpha, from_logits, axis, compute_dtype):
     return _cast(-ops.sum(targets * log_prob * alpha_t, axis=axis), out_dtype)
 
 
+def _concrete(x):
+    """`x` as a NumPy array when its values are known now (eager), else None (traced)."""
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # noqa: BLE001 - a symbolic tensor or a tracer: values unknown
+        return None
+
+
+def _where(index):
+    return "y_true[" + ", ".join(str(int(i)) for i in index) + "]"
+
+
+def _check_targets(y_true):
+    """Eager calls: refuses negative or non-finite targets (soft labels are fine)."""
+    y = _concrete(y_true)
+    if y is None or y.dtype.kind not in "fiu":
+        return
+    bad = ~np.isfinite(y) | (y < 0) if y.dtype.kind == "f" else y < 0
+    if np.any(bad):
+        index = tuple(np.argwhere(bad)[0])
+        raise ValueError(
+            "Expected targets >= 0 (one-hot or soft labels, e.g. after label smoothing "
+            f"or mixup). Received: {_where(index)}={y[index].item()!r} "
+            f"({int(np.count_nonzero(bad))} negative or non-finite value(s))."
+        )
+
+
+def _check_sparse_labels(y_true, num_classes):
+    """Eager calls: refuses labels that are not whole numbers in [0, K) (as Keras)."""
+    y = _concrete(y_true)
+    if y is None:
+        return
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.floor(np.where(np.isfinite(y), y, 0)))
+    elif y.dtype.kind in "iub":
+        bad = np.zeros(y.shape, dtype=bool)
+    else:
+        raise ValueError(f"Expected integer class labels. Received: y_true.dtype={y.dtype}")
+    bad |= ~bad & ((y < 0) | (y >= num_classes))
+    if np.any(bad):
+        index = tuple(np.argwhere(bad)[0])
+        raise ValueError(
+            f"Expected integer class labels in [0, {num_classes - 1}] (one per class of "
+            f"y_pred). Received: {_where(index)}={y[index].item()!r} "
+            f"({int(np.count_nonzero(bad))} invalid label(s)). A label outside the classes "
+            "or between two classes has no class weight; Keras' "
+            "SparseCategoricalCrossentropy refuses it too."
+        )
+
+
+def _nan_where_invalid(loss, y_true, num_classes):
+    """Traced calls (no raising possible): the loss of an invalid label is NaN, never 0."""
+    valid = ops.logical_and(ops.greater_equal(y_true, 0), ops.less(y_true, num_classes))
+    if "float" in keras.backend.standardize_dtype(y_true.dtype):
+        valid = ops.logical_and(valid, ops.equal(y_true, ops.floor(y_true)))
+    return ops.where(valid, loss, ops.full_like(loss, np.nan))
+
+
 def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
     y_true, y_pred, from_logits, pred_shape, axis = _prepare(
         y_true, y_pred, from_logits, axis, "attention_weighted_cce"
@@ -256,6 +334,7 @@ def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
             f"y_pred.shape={pred_shape}. For integer labels use SparseAttentionWeightedCCE."
         )
     _check_alpha_length(alpha, pred_shape, axis)
+    _check_targets(y_true)
     compute_dtype = _compute_dtype(y_pred)
     y_true = _cast(y_true, compute_dtype)
     if label_smoothing:
@@ -280,9 +359,11 @@ def _sparse(y_true, y_pred, alpha, from_logits, axis):
             f"y_pred.shape={pred_shape}. For one-hot labels use AttentionWeightedCCE."
         )
     _check_alpha_length(alpha, pred_shape, axis)
+    _check_sparse_labels(y_true, len(alpha))
     compute_dtype = _compute_dtype(y_pred)
     one_hot = ops.one_hot(ops.cast(y_true, "int32"), len(alpha), axis=axis, dtype=compute_dtype)
-    return _weighted_cce(one_hot, y_pred, alpha, from_logits, axis, compute_dtype)
+    loss = _weighted_cce(one_hot, y_pred, alpha, from_logits, axis, compute_dtype)
+    return _nan_where_invalid(loss, y_true, len(alpha))
 
 
 # --------------------------------------------------------------------------
@@ -308,12 +389,18 @@ def attention_weighted_cce(
     reduced over the batch. float16 / bfloat16 inputs are computed in float32
     and the result cast back.
 
+    Soft targets (label smoothing, mixup) are accepted and weighted per class:
+    each class's share `y_c` of a target is weighted by that class's `alpha_c`.
+    Targets must be >= 0 (checked on concrete, eager inputs).
+
     Args:
-        y_true: One-hot (or soft) labels, same shape as `y_pred`.
+        y_true: One-hot (or soft, non-negative) labels, same shape as
+            `y_pred`.
         y_pred: Probabilities, or logits when `from_logits=True`.
-        alpha: K positive finite per-class weights: a sequence / array, an
-            object with a `.weights` attribute (`ClassAttention`), or
-            `"paper"` for `PAPER_ALPHA`.
+        alpha: K positive finite per-class weights, each a normal float32
+            (in [1.18e-38, 3.4e38]: the loss is computed in float32 or wider):
+            a sequence / array, an object with a `.weights` attribute
+            (`ClassAttention`), or `"paper"` for `PAPER_ALPHA`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
         label_smoothing: Float in [0, 1]; labels become
             `y * (1 - label_smoothing) + label_smoothing / K`. Defaults to 0.
@@ -324,9 +411,10 @@ def attention_weighted_cce(
 
     Raises:
         ValueError: If `alpha` is empty, not one-dimensional, holds a value
-            that is not finite and > 0, or its length differs from
-            `y_pred.shape[axis]`; if `y_true` and `y_pred` shapes differ; or
-            if an option is out of range.
+            that is not a positive finite float32 (in [1.18e-38, 3.4e38]), or
+            its length differs from `y_pred.shape[axis]`; if `y_true` and
+            `y_pred` shapes differ; if an option is out of range; or, on
+            concrete inputs, if a target is negative or not finite.
 
     Example:
 
@@ -354,9 +442,14 @@ def sparse_attention_weighted_cce(
     `keras.losses.sparse_categorical_crossentropy` when every `alpha_c = 1`).
 
     Args:
-        y_true: Integer class indices, shape `y_pred.shape` without `axis`
-            (a trailing size-1 class axis is squeezed). Labels outside
-            `[0, K)` select no class and contribute 0, as `keras.ops.one_hot`.
+        y_true: Integer class indices in `[0, K)`, shape `y_pred.shape`
+            without `axis` (a trailing size-1 class axis is squeezed); whole
+            floats such as `2.0` are accepted. A label outside `[0, K)` or not
+            a whole number raises a `ValueError` when the labels are concrete
+            (eager calls: NumPy, eager TensorFlow / torch tensors, JAX arrays);
+            inside a traced step (`model.fit` with a compiled train function),
+            where raising is impossible, that sample's loss is NaN, never a
+            silent 0.
         y_pred: Probabilities, or logits when `from_logits=True`.
         alpha: K positive finite per-class weights (see
             `attention_weighted_cce`).
@@ -367,8 +460,9 @@ def sparse_attention_weighted_cce(
         A tensor of shape `y_pred.shape` without `axis`, one loss per sample.
 
     Raises:
-        ValueError: As `attention_weighted_cce`, and if `y_true`'s shape is
-            not `y_pred`'s shape without the class axis.
+        ValueError: As `attention_weighted_cce`; if `y_true`'s shape is not
+            `y_pred`'s shape without the class axis; on concrete labels, if a
+            label is not a whole number in `[0, K)`.
 
     Example:
 
@@ -470,11 +564,15 @@ class AttentionWeightedCCE(_AttentionWeightedLoss):
             reduced in float32 and only the final value is cast, so large
             batches of losses cannot overflow.
 
+    Soft targets (label smoothing, mixup) are weighted per class: each
+    class's share `y_c` of a target gets that class's `alpha_c`.
+
     Raises:
         ValueError: If `alpha` is empty, not one-dimensional or holds a value
-            that is not finite and > 0, or an option is out of range; at call
-            time, if `len(alpha) != y_pred.shape[axis]` or the `y_true` /
-            `y_pred` shapes differ.
+            that is not a positive finite float32 (in [1.18e-38, 3.4e38]), or
+            an option is out of range; at call time, if
+            `len(alpha) != y_pred.shape[axis]` or the `y_true` / `y_pred`
+            shapes differ, or (eager calls) a target is negative.
 
     Example:
 
@@ -534,9 +632,15 @@ class SparseAttentionWeightedCCE(_AttentionWeightedLoss):
         dtype: The loss's dtype, as `keras.losses.Loss` (float16 / bfloat16:
             computed and reduced in float32, as `AttentionWeightedCCE`).
 
+    Labels must be whole numbers in `[0, K)`: eager calls raise a
+    `ValueError` otherwise (as `SparseCategoricalCrossentropy`); in a traced
+    train step, where raising is impossible, such a sample's loss is NaN, so
+    `fit` reports `nan`, never a silent 0.
+
     Raises:
         ValueError: As `AttentionWeightedCCE`; at call time also if `y_true`'s
-            shape is not `y_pred`'s shape without the class axis.
+            shape is not `y_pred`'s shape without the class axis, or (eager
+            calls) a label is not a whole number in `[0, K)`.
 
     Example:
 

@@ -380,7 +380,8 @@ def classification_metrics(
     names the classes.
 
     Args:
-        y_true: Integer labels `(n,)` or one-hot `(n, K)`.
+        y_true: Integer labels `(n,)` or one-hot `(n, K)` (a single 1 per row;
+            other rows are refused, naming the row).
         y_prob: Predicted probabilities `(n, K)` (a sigmoid output `(n,)` or
             `(n, 1)` is read as two classes).
         class_names: Optional sequence of K names. Defaults to `"0"`, `"1"`, ...

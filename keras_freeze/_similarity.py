@@ -1,9 +1,10 @@
 """Pairwise image similarity for the estimator: Pearson correlation, vectorised.
 
 The similarity of two grayscale images is the Pearson correlation of their
-pixel intensities, clipped to [0, 1]. A constant image (zero variance) has
-correlation 0 with a non-constant one; two constant images have similarity 1
-if equal, else 0. A user callable may replace it (see
+pixel intensities, clipped to [0, 1]. A constant image (standard deviation
+at most 1e-5 times its largest absolute pixel value) has correlation 0 with a
+non-constant one; two constant images have similarity 1 if equal (to the same
+relative tolerance), else 0. A user callable may replace it (see
 `estimate_class_attention`).
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# Relative tolerance under which an image counts as constant (zero variance).
+# An image counts as constant (zero variance) when its standard deviation is at
+# most CONSTANT_RTOL times its largest absolute pixel value (relative, so the
+# rule does not depend on the intensity scale: 0..1, 0..255 or 1e-8 units).
 CONSTANT_RTOL = 1e-5
 # Pairs evaluated per vectorised chunk (bounds the temporary memory).
 PAIR_CHUNK = 512
@@ -42,7 +45,9 @@ class PearsonPool:
         c -= m[:, None]
         sd = np.sqrt(np.mean(c * c, axis=1))
         self.level[where] = m
-        scale = np.maximum(1.0, np.abs(raw).max(axis=1).astype(np.float64))
+        # The image's own scale (largest |pixel|): the rule is the same for
+        # an image and for that image times any positive factor.
+        scale = np.abs(raw).max(axis=1).astype(np.float64)
         self.scale[where] = scale
         const = sd <= CONSTANT_RTOL * scale
         c /= np.where(const, 1.0, sd)[:, None]

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_freeze import _keras_compat as compat
 from keras_freeze import _validation as check
-from keras_freeze._freeze import freeze_fraction
+from keras_freeze._freeze import apply_freeze
 
 __all__ = ["GradualUnfreezing"]
 
@@ -246,12 +246,14 @@ class GradualUnfreezing(keras.callbacks.Callback):
         if fraction == self._applied:
             return
         target = self._target_model()
-        report = freeze_fraction(
+        # No "compiled model" warning: the train function is rebuilt below.
+        report = apply_freeze(
             target,
             fraction,
             self.mode,
-            by=self.by,
-            seed=self._run_seed if self.mode == "stochastic" else None,
+            self.by,
+            self._run_seed if self.mode == "stochastic" else None,
+            warn_if_compiled=False,
         )
         self._applied = fraction
         self._last_report = report

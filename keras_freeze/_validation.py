@@ -62,17 +62,22 @@ def fraction(value, where="fraction"):
     return value
 
 
-def integer(name, value, minimum, *, allow_none=False, why=""):
-    """An int >= `minimum` (or None when `allow_none`), as a Python int.
+def integer(name, value, minimum, *, maximum=None, allow_none=False, why=""):
+    """An int in [`minimum`, `maximum`] (or None when `allow_none`), as a Python int.
 
     `why` is appended to the message, e.g. `" (a standard error needs 2 pairs)"`.
     """
     if allow_none and value is None:
         return None
-    if not is_integer(value) or value < minimum:
+    if (
+        not is_integer(value)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         none = " or None" if allow_none else ""
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:_}]"
         raise ValueError(
-            f"Expected `{name}` to be an int >= {minimum}{none}{why}. Received: {name}={value!r}"
+            f"Expected `{name}` to be an int {bound}{none}{why}. Received: {name}={value!r}"
         )
     return int(value)
 
@@ -152,12 +157,28 @@ def to_numpy(value):
         raise
 
 
+def _check_one_hot(y, where):
+    """Raises unless every row of the 2-D `y` holds a single 1 and zeros elsewhere."""
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"Expected numeric one-hot rows{where}. Received: y.dtype={y.dtype}")
+    ones = y == 1
+    ok = np.all(ones | (y == 0), axis=1) & (np.count_nonzero(ones, axis=1) == 1)
+    if not np.all(ok):
+        row = int(np.argmin(ok))
+        raise ValueError(
+            f"Expected one-hot rows (a single 1, zeros elsewhere){where}. Received: row "
+            f"{row} = {y[row].tolist()} ({int(np.count_nonzero(~ok))} row(s) not one-hot). "
+            "Pass integer labels, or one-hot rows without label smoothing or mixup."
+        )
+
+
 def class_labels(y, num_classes=None, where=""):
     """Integer class labels `(n,)` from integer labels or one-hot rows.
 
     Args:
         y: Integer labels `(n,)` (integral floats accepted), a column `(n, 1)`,
-            or one-hot / probability rows `(n, K)` (read with `argmax`).
+            or one-hot rows `(n, K)` (a single 1 and zeros elsewhere; an
+            all-zero, multi-hot, soft or negative row is refused, naming it).
         num_classes: The number of classes K, if known: labels must lie in
             `[0, K)` and one-hot rows must have K columns.
         where: Appended to error messages, e.g. `", in batch 3"`.
@@ -175,6 +196,7 @@ def class_labels(y, num_classes=None, where=""):
                 f"Expected one-hot labels with {num_classes} columns, one per class{where}. "
                 f"Received: y.shape={y.shape}"
             )
+        _check_one_hot(y, where)
         return np.argmax(y, axis=1).astype(np.int64), int(y.shape[1])
     if y.ndim != 1:
         raise ValueError(

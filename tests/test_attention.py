@@ -442,8 +442,10 @@ def test_directory_layouts(tmp_path, kaggle):
 def test_directory_decodes_only_sampled_files(tmp_path, monkeypatch):
     _write_dir(tmp_path, {"x": 40, "y": 30})
     calls = []
-    real = _images._load_gray
-    monkeypatch.setattr(_images, "_load_gray", lambda p: calls.append(p) or real(p))
+    real = _images.decode_image
+    monkeypatch.setattr(
+        _images, "decode_image", lambda p, *a, **k: calls.append(p) or real(p, *a, **k)
+    )
     res = estimate_class_attention(tmp_path, mc_samples=3, image_size=8, seed=0)
     assert len(calls) == 12 and len(set(calls)) == 12  # 2 * mc_samples per class
     assert res.counts.tolist() == [40, 30]  # from the listing

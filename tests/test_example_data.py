@@ -604,3 +604,41 @@ def test_data_pipeline_does_not_need_tensorflow():
             [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
         )
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "RGBA", "LA", "1"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_decode_image_of_8_bit_files_equals_pillow_convert_and_resize(
+    tmp_path, mode, interpolation
+):
+    # Oracle: what the example did before sharing the library's decoder (Pillow only).
+    rng = np.random.default_rng(1)
+    rgb = Image.fromarray(rng.integers(0, 256, (37, 29, 3), dtype=np.uint8))
+    image = rgb.convert(mode) if mode != "P" else rgb.quantize(64)
+    image.save(tmp_path / "x.png")
+    got = data.decode_image(tmp_path / "x.png", (20, 24), interpolation)
+    with Image.open(tmp_path / "x.png") as im:
+        ref = im.convert("L" if im.mode in ("L", "1", "LA") else "RGB")
+    resample = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST}[interpolation]
+    want = np.asarray(ref.resize((24, 20), resample))
+    if want.ndim == 3 and got.ndim == 2:  # a colour file that happens to be gray
+        want = want[..., 0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_find_class_folders_any_names_or_the_paper_layout(tmp_path, small_tree):
+    _, ds = small_tree
+    for c in ("zebra", "Ant", "bee", ".hidden"):
+        (tmp_path / "mine" / c).mkdir(parents=True)
+    root, names = data.find_class_folders(tmp_path / "mine")
+    assert root == tmp_path / "mine" and names == ("Ant", "bee", "zebra")
+    assert data.find_class_folders(ds)[1] == data.CLASS_NAMES
+    assert data.find_class_folders(ds.parent) == (ds, data.CLASS_NAMES)
+    partial = tmp_path / "partial"
+    for c in data.CLASS_NAMES[:3]:
+        (partial / c).mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"Missing: \['Viral Pneumonia'\]"):
+        data.find_class_folders(partial)
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    with pytest.raises(ValueError, match="two or more class sub-folders"):
+        data.find_class_folders(tmp_path / "one")

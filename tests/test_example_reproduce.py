@@ -28,6 +28,7 @@ import reproduce
 import synthetic
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image as PIL_Image
 from sklearn import metrics as skm
 
 import keras_freeze
@@ -212,7 +213,7 @@ def assert_same(a, b, path="metrics"):
         assert a == b and type(a) is type(b), f"{path}: {a!r} != {b!r}"
 
 
-def check_metrics_of_record(rec):
+def check_metrics_of_record(rec, class_names=data.CLASS_NAMES):
     """The record's metrics equal the library's and scikit-learn's on its stored predictions."""
     pred = rec["predictions"]
     y, p = np.asarray(pred["y_true"]), np.asarray(pred["y_prob"], dtype=np.float64)
@@ -221,18 +222,18 @@ def check_metrics_of_record(rec):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the library's note on a class absent from the fold
         lib = keras_freeze.classification_metrics(
-            y, p, class_names=data.CLASS_NAMES, zero_division=0.0
+            y, p, class_names=class_names, zero_division=0.0
         ).to_dict()
     assert_same(m, json.loads(json.dumps(lib)))
     # Independent oracle on the very same values: scikit-learn.
-    labels = [0, 1, 2, 3]
+    labels = list(range(len(class_names)))
     y_hat = p.argmax(1)
     for avg in ("macro", "weighted"):
         assert m[avg]["f1"] == pytest.approx(
             skm.f1_score(y, y_hat, average=avg, labels=labels, zero_division=0), abs=1e-12
         )
         assert m[avg]["accuracy"] == pytest.approx(skm.accuracy_score(y, y_hat), abs=1e-12)
-    for c, name in enumerate(data.CLASS_NAMES):
+    for c, name in enumerate(class_names):
         auc = m["per_class"][name]["auc"]
         if 0 < (y == c).sum() < len(y):
             assert auc == pytest.approx(skm.roc_auc_score(y == c, p[:, c]), abs=1e-12)
@@ -457,3 +458,48 @@ def test_embedded_default_resumes_after_interruption(tmp_path):
     rows = (out / "results.csv").read_text().strip().splitlines()
     assert [r.split(",")[:2] for r in rows[1:]] == [["stochastic", "1"], ["stochastic", "2"]]
     assert "SYNTHETIC DATA" in (out / "table1_macro.md").read_text()
+
+
+# --------------------------------------------------------------------------------------
+# Any class-folder data set
+# --------------------------------------------------------------------------------------
+def _class_folder_tree(root, sub):
+    """cat/ dog/ fox/ with 6 tiny PNGs each, flat (``sub=""``) or under images/ (+ masks/)."""
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(("cat", "dog", "fox")):
+        d = root / c / sub
+        d.mkdir(parents=True)
+        for i in range(6):
+            pixels = np.clip(rng.normal(60 + 60 * k, 30, (32, 32)), 0, 255).astype(np.uint8)
+            PIL_Image.fromarray(pixels).save(d / f"img{i}.png")  # same names in every class
+        if sub:
+            (root / c / "masks").mkdir()
+            PIL_Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / c / "masks" / "m.png")
+    return root
+
+
+@pytest.mark.slow  # trains 1-2 tiny models in a second interpreter: ~30-60 s
+@pytest.mark.parametrize(
+    "sub, experiments", [("", ["freeze+attention"]), ("images", ["freeze", "finetune"])]
+)
+def test_end_to_end_on_any_class_folder_data_set(tmp_path, sub, experiments):
+    root = _class_folder_tree(tmp_path / "pets", sub)
+    out = tmp_path / "out"
+    args = ["--data-dir", str(root), "--out", str(out), "--n-folds", "2", "--folds", "1"]
+    log = run_cli([*args, *TINY, "--mc-samples", "20", "--experiments", *experiments], tmp_path)
+    assert "classes (from the class folders): cat, dog, fox" in log
+    for exp in experiments:
+        rec = json.loads((out / "records" / f"{protocol.slug(exp)}_fold1.json").read_text())
+        assert list(rec["metrics"]["per_class"]) == ["cat", "dog", "fox"]
+        assert len(rec["metrics"]["confusion_matrix"]) == 3
+        assert rec["data"]["class_counts"] == {"cat": 6, "dog": 6, "fox": 6}  # masks ignored
+        check_metrics_of_record(rec, ("cat", "dog", "fox"))
+    for table in ("table1_macro.md", "table2_weighted.md"):
+        text = (out / table).read_text()
+        assert "cat, dog, fox" in text
+        assert "| paper |" not in text and "Roy & Khurana" not in text
+    if "freeze+attention" in experiments:
+        att = json.loads((out / "attention.json").read_text())
+        assert att["class_names"] == ["cat", "dog", "fox"] and att["paper_alpha"] is None
+        assert "| Fold | Source | cat | dog | fox |" in (out / "attention.md").read_text()
+        assert "authors' published weights" not in (out / "attention.md").read_text()

@@ -163,6 +163,92 @@ def test_estimator_reads_the_listed_files(tmp_path):
             )
     _touch(tmp_path, "a/fake.png/x.png", "a/readme.txt", "b/._0.PNG")
     images = list_class_images(tmp_path)
-    result = keras_freeze.estimate_class_attention(tmp_path, mc_samples=4, image_size=8, seed=0)
+    with pytest.warns(UserWarning, match=r"Ignored 2 entries .* not image files"):
+        result = keras_freeze.estimate_class_attention(tmp_path, mc_samples=4, image_size=8, seed=0)
     assert result.counts.tolist() == list(images.counts().values()) == [3, 4]
     assert result.skipped_files == ()
+
+
+# --------------------------------------------------------------------------
+# decode_image
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "high, bits",
+    [(255, 8), (256, 10), (1023, 10), (1024, 12), (4095, 12), (16383, 14), (65535, 16)],
+)
+def test_decode_image_scales_wide_integers_by_their_bit_depth(tmp_path, high, bits):
+    values = np.linspace(0, high, 48).astype(np.uint16).reshape(6, 8)
+    Image.fromarray(values).save(tmp_path / "x.png")
+    got = keras_freeze.decode_image(tmp_path / "x.png", mode="gray")
+    assert got.dtype == np.float32 and got.shape == (6, 8)
+    np.testing.assert_array_equal(got, (values / (2**bits - 1)).astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P", "LA", "RGBA", "CMYK", "L", "1"])
+def test_decode_image_8bit_modes_follow_pillow_conversion(tmp_path, mode):
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    image = Image.fromarray(rgb).convert(mode)
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    image.save(path)
+    with Image.open(path) as im:
+        expect_rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255
+        expect_gray = np.asarray(im.convert("L"), dtype=np.float32) / 255
+    np.testing.assert_array_equal(keras_freeze.decode_image(path), expect_rgb)
+    np.testing.assert_array_equal(keras_freeze.decode_image(path, mode="gray"), expect_gray)
+
+
+def test_decode_image_resizes_in_float_with_pillow(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    got = keras_freeze.decode_image(tmp_path / "x.png", (8, 12), interpolation="bicubic")
+    expected = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(rgb[..., c].astype(np.float32) / 255, mode="F").resize(
+                    (12, 8), Image.Resampling.BICUBIC
+                )
+            )
+            for c in range(3)
+        ],
+        axis=-1,
+    )
+    assert got.shape == (8, 12, 3)
+    np.testing.assert_array_equal(got, expected)
+    gray = keras_freeze.decode_image(tmp_path / "x.png", 5, mode="gray")
+    assert gray.shape == (5, 5)
+
+
+def test_decode_image_refuses_what_it_cannot_map_to_unit_range(tmp_path):
+    Image.fromarray(np.array([[0, 70000]], dtype=np.int32)).save(tmp_path / "wide.tif")
+    with pytest.raises(ValueError, match=r"wide\.tif.*values in \[0, 70000\]"):
+        keras_freeze.decode_image(tmp_path / "wide.tif")
+    Image.fromarray(np.array([[-5, 10]], dtype=np.int32)).save(tmp_path / "neg.tif")
+    with pytest.raises(ValueError, match=r"neg\.tif.*values in \[-5, 10\]"):
+        keras_freeze.decode_image(tmp_path / "neg.tif")
+    unit = np.array([[0.0, 0.25], [0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(unit).save(tmp_path / "unit.tif")
+    got = keras_freeze.decode_image(tmp_path / "unit.tif", mode="gray")
+    np.testing.assert_array_equal(got, unit)
+    with pytest.raises(OSError, match=r"Cannot decode image file .*missing\.png"):
+        keras_freeze.decode_image(tmp_path / "missing.png")
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(OSError, match=r"junk\.png.*UnidentifiedImageError"):
+        keras_freeze.decode_image(tmp_path / "junk.png")
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mode": "RGB"}, "Expected mode to be one of"),
+        ({"interpolation": "cubic"}, "Expected interpolation to be one of"),
+        ({"image_size": 0}, "Expected image_size"),
+        ({"image_size": (4, 4, 3)}, "Expected image_size"),
+        ({"image_size": 2.5}, "Expected image_size"),
+    ],
+)
+def test_decode_image_argument_errors(tmp_path, kwargs, match):
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "x.png")
+    with pytest.raises(ValueError, match=match):
+        keras_freeze.decode_image(tmp_path / "x.png", **kwargs)

@@ -52,10 +52,10 @@ from pathlib import Path
 import keras
 import numpy as np
 from PIL import Image
+from protocol import CLASS_NAMES
 
 import keras_freeze
 
-CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 PAPER_COUNTS = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
 AUTHOR_LABELS = {0: "COVID", 1: "Normal", 2: "Viral Pneumonia", 3: "Lung_Opacity"}
 DATASET_DIRNAME = "COVID-19_Radiography_Dataset"
@@ -139,6 +139,76 @@ def find_dataset_root(path, class_names=CLASS_NAMES) -> Path:
     )
 
 
+def _subfolders(path: Path) -> list:
+    return sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _paper_root(p: Path):
+    """The Kaggle root under ``p`` (``p`` itself or its ``DATASET_DIRNAME`` child), or None.
+
+    A folder is taken for the Kaggle data set when it is named `DATASET_DIRNAME`, has such a
+    child, or holds three or more of the paper's class folders; then all four must be there.
+    """
+    for cand in (p / DATASET_DIRNAME, p):
+        if not cand.is_dir():
+            continue
+        present = [c for c in CLASS_NAMES if (cand / c).is_dir()]
+        if len(present) == len(CLASS_NAMES):
+            return cand
+        if cand.name == DATASET_DIRNAME or len(present) >= 3:
+            missing = [c for c in CLASS_NAMES if c not in present]
+            raise ValueError(
+                f"Expected the four class folders of the Kaggle COVID-19 Radiography Database "
+                f"in {str(cand)!r}. Missing: {missing}; found: {_subfolders(cand)[:20]}."
+            )
+    return None
+
+
+def find_class_folders(path) -> tuple:
+    """The data set root and its class names, for any folder of class sub-folders.
+
+    With the Kaggle layout (the four paper classes, in `path` or in its
+    ``COVID-19_Radiography_Dataset`` child) the classes are `CLASS_NAMES`, in the paper's
+    order. Otherwise every non-hidden sub-folder of `path` is a class, in sorted order; there
+    must be two or more. Whether a class folder holds images is checked by `list_images`.
+
+    Args:
+        path: The ``--data-dir`` folder.
+
+    Returns:
+        ``(root, class_names)``: a `Path` and a tuple of str.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+        ValueError: If `path` is not a folder, has fewer than two class folders, or looks like
+            the Kaggle data set with class folders missing (the message names them).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp())
+        >>> for c in ("dog", "cat", "fox"):
+        ...     (p / c).mkdir()
+        >>> find_class_folders(p)[1]
+        ('cat', 'dog', 'fox')
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"Data directory does not exist. Received: data_dir={str(p)!r}")
+    if not p.is_dir():
+        raise ValueError(f"Expected a directory. Received: data_dir={str(p)!r}")
+    root = _paper_root(p)
+    if root is not None:
+        return root, tuple(CLASS_NAMES)
+    found = _subfolders(p)
+    if len(found) < 2:
+        raise ValueError(
+            "Expected a folder with two or more class sub-folders (<class>/*.png or "
+            f"<class>/images/*.png) or the Kaggle COVID-19 Radiography Database. Received: "
+            f"data_dir={str(p)!r}, which contains the folders {found[:20]}."
+        )
+    return p, tuple(found)
+
+
 @dataclasses.dataclass
 class ImageIndex:
     """The images of a data set, one entry per file.
@@ -151,7 +221,7 @@ class ImageIndex:
         root: The dataset root.
         missing: Class names whose folder was absent or held no image.
         skipped: ``(path, reason)`` for files in the class folders that were not used (not an
-            image file, or a duplicate name up to case).
+            image file, a duplicate name up to case, or a link leading outside the root).
     """
 
     paths: list
@@ -183,8 +253,9 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
     ``<root>/<class>/*``, with the library's image extensions (any case), in natural order.
     On top of that this adds what is particular to the Kaggle data: the root may be given as
     its parent (`find_dataset_root`), each image gets the file stem the authors' fold lists
-    use, and a second file with the same stem (up to case) is skipped, as fold lists could not
-    tell the two apart.
+    use, and (for the paper's classes) a second file with the same stem (up to case) is
+    skipped, as fold lists could not tell the two apart. A file that is a link leading outside
+    the root is skipped (never read), as are the files of a class folder that is such a link.
 
     Args:
         root: Dataset root or its parent (passed through `find_dataset_root`).
@@ -195,7 +266,7 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
 
     Raises:
         ValueError: If no image is found at all (message names the root), or as
-            `find_dataset_root`.
+            `find_dataset_root`. Classes without an image are listed in ``missing``.
 
     Example:
         >>> import tempfile, synthetic
@@ -211,9 +282,14 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
     paths, labels, names = [], [], []
     skipped = list(listed.skipped)
     seen = {}
+    inside = _InsideRoot(root)
     for path, label in zip(listed.paths, listed.labels.tolist(), strict=True):
+        if not inside(path):
+            skipped.append((path, "link leading outside the data directory"))
+            continue
         stem = Path(path).stem
-        key = stem.lower()
+        # Fold lists name the paper's images by stem: a second file with it is skipped.
+        key = stem.lower() if class_names == CLASS_NAMES else (label, path)
         if key in seen:
             skipped.append((path, f"duplicate name (case-insensitive) of {seen[key]}"))
             continue
@@ -225,12 +301,24 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
     missing = [c for i, c in enumerate(class_names) if i not in present]
     if not paths:
         raise ValueError(
-            f"Expected images (*.png) under {str(root)!r}/<class>/images for classes "
-            f"{list(class_names)}. Received: no image files."
+            f"Expected images ({', '.join(keras_freeze.IMAGE_EXTENSIONS)}) under "
+            f"{str(root)!r}/<class>/ or <class>/images/ for classes {list(class_names)}. "
+            "Received: no image files."
         )
     return ImageIndex(
         paths, np.asarray(labels, dtype=np.int64), names, class_names, str(root), missing, skipped
     )
+
+
+class _InsideRoot:
+    """Whether a path, links resolved, stays inside the data set root."""
+
+    def __init__(self, root):
+        self.root = os.path.realpath(root)
+
+    def __call__(self, path) -> bool:
+        real = os.path.realpath(path)
+        return os.path.commonpath([self.root, real]) == self.root
 
 
 # ----------------------------------------------------------------------------------------------
@@ -367,6 +455,20 @@ class _FoldFileReader:
 
     def read(self, f) -> list:
         """The ``(name, class_index)`` rows of one fold file."""
+        try:
+            return self._read(f)
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"Expected a UTF-8 text file (CSV 'FILE NAME,label'). Received: {f} is not "
+                f"UTF-8 (byte {e.object[e.start : e.start + 1]!r} at offset {e.start}); save it "
+                "as UTF-8."
+            ) from None
+        except csv.Error as e:
+            raise ValueError(
+                f"Expected a CSV file. Received: {f} cannot be read as CSV ({e})"
+            ) from None
+
+    def _read(self, f) -> list:
         fold = []
         with open(f, newline="", encoding="utf-8-sig") as fh:
             rows = csv.reader(fh)
@@ -634,22 +736,40 @@ def _as_hw(image_size) -> tuple[int, int]:
 def decode_image(path, image_size=224, interpolation: str = "bilinear") -> np.ndarray:
     """Decodes one image to uint8, resized to `image_size`.
 
-    Grayscale images stay one channel (``(H, W)``), everything else becomes RGB (``(H, W, 3)``);
-    replicating the gray channel after resizing gives exactly ``convert("RGB")`` then resize.
+    The pixels come from `keras_freeze.decode_image` (the library's one decoder: 8-bit images
+    /255, 12- and 16-bit images scaled by their bit depth, never clipped; NaN/inf or out-of-range
+    float pixels refused with the file named) and are rounded to 8 bits, then resized with
+    Pillow's ``interpolation`` filter on the 8-bit image, as the paper's 8-bit pipeline did: an
+    8-bit PNG gives exactly the pixels it gave before the shared decoder. Grayscale images stay
+    one channel (``(H, W)``), everything else is RGB (``(H, W, 3)``); replicating the gray
+    channel after resizing gives exactly ``convert("RGB")`` then resize.
 
     Raises:
-        OSError, ValueError, SyntaxError, EOFError: If the file is missing or not a decodable image.
+        OSError, ValueError: If the file is missing or not a decodable image, or its pixels
+            are not finite or out of range.
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "ramp16.png")
+        >>> ramp = np.tile(np.arange(0, 65536, 257, dtype=np.uint16), (4, 1))  # 16-bit ramp
+        >>> Image.fromarray(ramp).save(path)
+        >>> x = decode_image(path, (4, 256))
+        >>> x.dtype, x.shape, int(x.min()), int(x.max()), int((x == 255).sum())
+        (dtype('uint8'), (4, 256), 0, 255, 4)
     """
     h, w = _as_hw(image_size)
-    with Image.open(path) as im:
-        im.draft("L" if im.mode == "L" else "RGB", (w, h))  # JPEG: decode at reduced scale
-        if im.mode not in ("L", "RGB"):
-            im = im.convert("RGB")
-        else:
-            im.load()
-        if im.size != (w, h):
-            im = im.resize((w, h), _RESAMPLE[interpolation])
-        return np.asarray(im, dtype=np.uint8)
+    if interpolation not in _RESAMPLE:
+        raise ValueError(
+            f"Expected interpolation in {sorted(_RESAMPLE)}. Received: {interpolation!r}"
+        )
+    unit = keras_freeze.decode_image(path, None, mode="rgb")
+    arr = np.rint(unit * np.float32(255.0)).astype(np.uint8)
+    if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        arr = np.ascontiguousarray(arr[..., 0])  # gray: resize one channel, not three
+    if arr.shape[:2] != (h, w):
+        arr = np.asarray(Image.fromarray(arr).resize((w, h), _RESAMPLE[interpolation]))
+    return arr
 
 
 def scan(paths: Sequence[str], *, full: bool = False, workers: int = 4):
@@ -658,7 +778,8 @@ def scan(paths: Sequence[str], *, full: bool = False, workers: int = 4):
     Args:
         paths: Image paths.
         full: If False (default), `PIL.Image.verify` (headers and PNG chunk checksums, cheap). If
-            True, decode every pixel too (catches everything the loader would, costs a decode).
+            True, decode every image with `keras_freeze.decode_image`, the loader's decoder
+            (catches everything the loader would, NaN pixels included; costs a decode).
         workers: Threads.
 
     Returns:
@@ -673,11 +794,11 @@ def scan(paths: Sequence[str], *, full: bool = False, workers: int = 4):
 
     def check(p):
         try:
+            if full:  # the loader's own decoder: also refuses NaN/inf and out-of-range pixels
+                keras_freeze.decode_image(p)
+                return None
             with Image.open(p) as im:
-                if full:
-                    im.load()
-                else:
-                    im.verify()
+                im.verify()
             return None
         except _DECODE_ERRORS as e:
             return f"{type(e).__name__}: {e}"

@@ -19,6 +19,8 @@ import numpy as np
 import protocol
 import synthetic
 
+import keras_freeze
+
 
 def log(msg=""):
     print(msg, flush=True)
@@ -29,11 +31,13 @@ class DataSet:
     """The images of one run, their folds and the bookkeeping the records report.
 
     Attributes:
-        root: dataset root (Kaggle layout).
+        root: dataset root (class folders, e.g. the Kaggle layout).
         synthetic: whether the data were generated (marker file of ``synthetic.py``).
         paths: usable image paths (str); ``labels``: their class indices (np.ndarray).
         folds: list of index arrays into ``paths`` (one per fold).
         info: dict of counts for the records (corrupt, missing, rejected, per class ...).
+        class_names: the classes, in label order (the paper's four for the Kaggle layout,
+            else the class folders' names, sorted).
     """
 
     root: Path
@@ -42,6 +46,7 @@ class DataSet:
     labels: np.ndarray
     folds: list
     info: dict
+    class_names: tuple = protocol.CLASS_NAMES
 
     def fingerprint(self) -> str:
         """Short hash of the root and the fold contents (records are reused only if equal)."""
@@ -98,9 +103,11 @@ def is_synthetic(root) -> bool:
 
 
 def _locate(args):
-    """(dataset root, source description) of the run; generates the embedded default's data."""
+    """(dataset root, class names, source description) of the run; generates the embedded
+    default's data."""
     if not args.embedded:
-        return data.find_dataset_root(args.data_dir), "directory"
+        root, class_names = data.find_class_folders(args.data_dir)
+        return root, class_names, "directory"
     gen_size = 128 if args.image_size <= 128 else 256
     target = synthetic.default_cache_dir(args.n_images, gen_size, args.seed)
     if args.cache_dir is not None:
@@ -112,7 +119,7 @@ def _locate(args):
     root = synthetic.generate_synthetic_cxr(
         target, n_total=args.n_images, image_size=gen_size, seed=args.seed
     )
-    return data.find_dataset_root(root), "synthetic (embedded default)"
+    return data.find_dataset_root(root), protocol.CLASS_NAMES, "synthetic (embedded default)"
 
 
 def _scan(paths, workers):
@@ -155,8 +162,10 @@ def _base_info(source, root, is_synth, index, bad):
     }
 
 
-def _authors_folds(args, index, mask, info):
-    """Folds from the authors' lists (``--folds-dir``), corrupt images dropped."""
+def _authors_folds(args, index, info):
+    """Folds from the authors' lists (``--folds-dir``) as index arrays, and the fold files.
+
+    Fills the fold-list counts of ``info`` and logs what does not match."""
     # Names that would escape the data directory are rejected (counted, never opened).
     fold_lists = data.read_fold_lists(args.folds_dir, index.class_names, on_unsafe="skip")
     resolved = data.resolve_folds(index, fold_lists, warn=False)
@@ -165,6 +174,13 @@ def _authors_folds(args, index, mask, info):
     info["n_rejected"] = len(fold_lists.rejected)
     info["rejected_examples"] = [str(r[2]) for r in fold_lists.rejected[:10]]
     info["n_label_mismatches"] = len(fold_lists.label_mismatches)
+    if fold_lists.label_mismatches:
+        file, line, name, code, from_name = fold_lists.label_mismatches[0]
+        log(
+            f"[data] fold lists: {len(fold_lists.label_mismatches)} label code(s) disagree with "
+            f"the file name's class, e.g. {name!r} labelled {code} at {file}:{line} (its name "
+            f"says {from_name}); the class folder's label is used"
+        )
     info["n_unassigned"] = int(resolved.unassigned)
     info["folds_source"] = f"authors' fold lists ({len(fold_lists)} files in {args.folds_dir})"
     if info["n_missing"] or info["n_rejected"]:
@@ -172,8 +188,66 @@ def _authors_folds(args, index, mask, info):
             f"[data] fold lists: {info['n_missing']} name(s) not found, "
             f"{info['n_rejected']} rejected (escaping the data directory)"
         )
-    # Keep indices into the full index.
-    return [np.asarray([i for i in f if mask[i]], dtype=int) for f in resolved]
+    return [np.asarray(f, dtype=int) for f in resolved], list(fold_lists.files)
+
+
+def _check_listed(index, root):
+    """Every class folder must hold an image file; logs the classes of a non-paper set."""
+    if index.missing:
+        raise ValueError(
+            f"Expected image files ({', '.join(keras_freeze.IMAGE_EXTENSIONS)}) in every "
+            f"class folder <class>/ or <class>/images/ under {str(root)!r}. Received: no "
+            f"image in the class folder(s) {index.missing}."
+        )
+    if tuple(index.class_names) != tuple(protocol.CLASS_NAMES):
+        log(f"[data] classes (from the class folders): {', '.join(index.class_names)}")
+
+
+def _check_readable(mask, labels, class_names, root):
+    """Every class must keep at least one image once unreadable files are dropped."""
+    kept = np.bincount(labels[mask], minlength=len(class_names))
+    empty = [c for c, n in zip(class_names, kept, strict=True) if n == 0]
+    if empty:
+        raise ValueError(
+            f"Expected a readable image in every class folder under {str(root)!r}. Received: "
+            f"every image of {empty} is corrupt or unreadable."
+        )
+
+
+def _check_classes(args, class_names):
+    """Options that only work with the paper's four classes, refused for other data sets."""
+    if tuple(class_names) == tuple(protocol.CLASS_NAMES):
+        return
+    found = ", ".join(class_names)
+    if args.alpha == "paper":
+        raise ValueError(
+            "Expected --alpha estimate for a data set other than the paper's: the published "
+            "alpha weights are for COVID, Lung_Opacity, Normal, Viral Pneumonia. Received: "
+            f"--alpha paper with the classes {found}"
+        )
+    if args.folds_dir is not None:
+        raise ValueError(
+            "Expected no --folds-dir for a data set other than the paper's: the authors' fold "
+            "lists use its label codes and file names. Received: --folds-dir with the classes "
+            f"{found}; omit it to draw stratified folds"
+        )
+
+
+def _check_fold_numbers(args, n_folds):
+    if args.folds and max(args.folds) > n_folds:
+        raise ValueError(f"Expected fold numbers in 1..{n_folds}. Received: folds={args.folds}")
+
+
+def _check_folds(args, folds, files=None, when="listed"):
+    """Every fold to run must exist and hold images; ``files`` names the fold lists."""
+    _check_fold_numbers(args, len(folds))
+    for k in args.folds or range(1, len(folds) + 1):
+        if len(folds[k - 1]) == 0:
+            where = f" ({files[k - 1]})" if files else ""
+            raise ValueError(
+                f"Expected images in every test fold. Received: fold {k}{where} has no "
+                f"{when} image; fix the fold list or choose other --folds"
+            )
 
 
 def _stratified_folds(args, labels, mask, info):
@@ -209,8 +283,8 @@ def prepare_data(args) -> DataSet:
     Returns:
         A `DataSet`.
     """
-    class_names = tuple(data.CLASS_NAMES)
-    root, source = _locate(args)
+    root, class_names, source = _locate(args)
+    _check_classes(args, class_names)
     is_synth = is_synthetic(root)
     if is_synth and not args.embedded:
         source = "directory (synthetic, generated by synthetic.py)"
@@ -218,11 +292,21 @@ def prepare_data(args) -> DataSet:
     all_paths = [str(p) for p in index.paths]
     all_labels = np.asarray(index.labels, dtype=int)
     log(f"[data] {len(all_paths)} images under {root}")
+    _check_listed(index, root)
+    fold_info, listed, files = {}, None, None
+    if args.folds_dir is None:
+        _check_fold_numbers(args, args.n_folds)
+    else:  # read and check the fold lists before decoding anything
+        listed, files = _authors_folds(args, index, fold_info)
+        _check_folds(args, listed, files)
     mask, bad = _scan(all_paths, args.workers)
     info = _base_info(source, root, is_synth, index, bad)
-    if args.folds_dir is not None:
-        folds = _authors_folds(args, index, mask, info)
+    info.update(fold_info)
+    _check_readable(mask, all_labels, class_names, root)
+    if listed is not None:  # corrupt images dropped, indices into the full index
+        folds = [f[mask[f]] for f in listed]
+        _check_folds(args, folds, files, when="readable")
     else:
         folds = _stratified_folds(args, all_labels, mask, info)
     _fold_counts(info, folds, all_labels, class_names)
-    return DataSet(root, bool(is_synth), all_paths, all_labels, folds, info)
+    return DataSet(root, bool(is_synth), all_paths, all_labels, folds, info, tuple(class_names))

@@ -86,14 +86,15 @@ class RunContext:
 
     @property
     def class_names(self):
-        return tuple(data.CLASS_NAMES)
+        """The data set's classes, in label order."""
+        return tuple(self.dataset.class_names)
 
     def sequence(self, indices, *, image_size, shuffle, seed, preprocess, batch_size):
         """A `data.ImageSequence` over the dataset's images at ``indices``."""
         return data.ImageSequence(
             [self.dataset.paths[i] for i in indices],
             self.dataset.labels[indices],
-            num_classes=len(data.CLASS_NAMES),
+            num_classes=len(self.class_names),
             image_size=image_size,
             batch_size=batch_size,
             shuffle=shuffle,
@@ -406,7 +407,7 @@ def _record(ctx, experiment, fold, splits, trained, evaluation, times):
         loss=trained.loss_desc,
         optimizer={"name": "Adam", "learning_rate": trained.lr},
         freeze=trained.freeze_info,
-        head=protocol.HEAD,
+        head=protocol.head(len(ctx.class_names)),
         weights=args.weights if args.weights is not None else "none (random init)",
         preprocessing=ctx.preprocess_text,
         image_size=args.image_size,

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+# The Kaggle COVID-19 Radiography Database's class folders, in the paper's label order.
+CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 EXPERIMENTS = ("finetune", "freeze", "stochastic", "freeze+attention")
 METRICS = ("f1", "accuracy", "precision", "recall", "auc")
 METRIC_TITLES = {
@@ -113,6 +115,11 @@ PREPROCESSING_TEXT = {
 def slug(experiment):
     """File-name form of an experiment name (``freeze+attention`` -> ``freeze_attention``)."""
     return experiment.replace("+", "_")
+
+
+def head(n_classes):
+    """The head's description for ``n_classes`` classes (`HEAD` for the paper's four)."""
+    return HEAD.replace("Dense(4,", f"Dense({int(n_classes)},")
 
 
 def learning_rate(experiment, lr, finetune_lr):

@@ -147,21 +147,44 @@ def _table_rows(by_exp, synthetic, average, paper_row):
     return text
 
 
-def _write_table(out, filename, title, note, by_exp, synthetic, average, paper_row):
-    """Writes one results table: our rows (mean ± std over folds) and the paper's rows."""
+def is_paper_classes(class_names):
+    """Whether ``class_names`` are the paper's four classes in the paper's order."""
+    return tuple(class_names) == tuple(protocol.CLASS_NAMES)
+
+
+def _classes_md(class_names):
+    """For a data set other than the paper's: the classes, and why no paper rows are shown."""
+    return (
+        f"Classes ({len(class_names)}, from the data folder): {', '.join(class_names)}. "
+        "The paper's rows are not shown: they are for its four COVID-19 Radiography classes.\n\n"
+    )
+
+
+def _write_table(out, filename, title, note, by_exp, synthetic, average, paper_row, class_names):
+    """Writes one results table: our rows (mean ± std over folds), then the paper's rows
+    when the classes are the paper's. ``note`` is (text on ours, text on the paper's rows)."""
     any_rec = next((r for e in EXPERIMENTS for r in by_exp[e]), None)
     if synthetic:
         title += " (SYNTHETIC DATA)"
     text = title + "\n\n" + _banner_md(synthetic)
     if any_rec is not None:
         text += _context_md(any_rec, synthetic)
-    text += note + "\n\n"
+    ours, paper = note
+    if is_paper_classes(class_names):
+        text += f"{ours} {paper}\n\n"
+    else:
+        text += ours + "\n\n" + _classes_md(class_names)
+        paper_row = _no_paper_row
     text += "| Experiment | Source | Folds | "
     text += " | ".join(protocol.METRIC_TITLES[m] for m in METRICS)
     text += " |\n|" + "---|" * (3 + len(METRICS)) + "\n"
     text += _table_rows(by_exp, synthetic, average, paper_row)
     records.atomic_write_text(out / filename, text)
     return text
+
+
+def _no_paper_row(exp):
+    return None
 
 
 def _paper_table1_row(exp):
@@ -175,34 +198,40 @@ def _paper_table2_row(exp):
     return ["10"] + [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METRICS]
 
 
-def write_table1(out, by_exp, synthetic):
+def write_table1(out, by_exp, synthetic, class_names=protocol.CLASS_NAMES):
     """Writes ``table1_macro.md`` and returns its text."""
     return _write_table(
         out,
         "table1_macro.md",
         "# Table 1: macro-averaged test metrics, MobileNetV2 rows",
-        "Ours: mean over the folds run (± sample std when more than one fold). Paper: "
-        "Table 1 of Roy & Khurana (ACM SAC 2023), Kaggle COVID-19 Radiography Database.",
+        (
+            "Ours: mean over the folds run (± sample std when more than one fold).",
+            "Paper: Table 1 of Roy & Khurana (ACM SAC 2023), Kaggle COVID-19 Radiography Database.",
+        ),
         by_exp,
         synthetic,
         "macro",
         _paper_table1_row,
+        class_names,
     )
 
 
-def write_table2(out, by_exp, synthetic):
+def write_table2(out, by_exp, synthetic, class_names=protocol.CLASS_NAMES):
     """Writes ``table2_weighted.md`` and returns its text."""
     return _write_table(
         out,
         "table2_weighted.md",
         "# Table 2: weighted-average test metrics, mean ± std over folds",
-        "Std is the sample standard deviation over the folds run (0 for one fold). The "
-        "paper reports Table 2 for Mobile Freeze-Net and the proposed framework over its 10 "
-        "folds; other rows have no published Table 2 values.",
+        (
+            "Std is the sample standard deviation over the folds run (0 for one fold).",
+            "The paper reports Table 2 for Mobile Freeze-Net and the proposed framework over "
+            "its 10 folds; other rows have no published Table 2 values.",
+        ),
         by_exp,
         synthetic,
         "weighted",
         _paper_table2_row,
+        class_names,
     )
 
 
@@ -210,6 +239,7 @@ def write_table2(out, by_exp, synthetic):
 # Attention weights
 # --------------------------------------------------------------------------------------
 def _attention_header(synthetic, class_names):
+    """Title, formula and column header of ``attention.md``."""
     title = "# Class attention weights (alpha) of the attention-based loss"
     if synthetic:
         title += " (SYNTHETIC DATA)"
@@ -246,7 +276,9 @@ def write_attention(out, by_exp, synthetic, class_names):
         "synthetic": synthetic,
         "note": protocol.SYNTHETIC_BANNER if synthetic else "real data",
         "class_names": list(class_names),
-        "paper_alpha": [float(a) for a in keras_freeze.PAPER_ALPHA],
+        "paper_alpha": [float(a) for a in keras_freeze.PAPER_ALPHA]
+        if is_paper_classes(class_names)
+        else None,
         "folds": {},
     }
     text = _attention_header(synthetic, class_names)
@@ -260,11 +292,12 @@ def write_attention(out, by_exp, synthetic, class_names):
             payload["folds"][str(r.fold)]["estimate"] = res["estimate"]
         if res.get("markdown"):
             details.append(f"## Fold {r.fold}\n\n{res['markdown'].strip()}\n")
-    text += (
-        "| paper | authors' published weights | "
-        + " | ".join(f"{a:.5f}" for a in payload["paper_alpha"])
-        + " |\n"
-    )
+    if payload["paper_alpha"] is not None:
+        text += (
+            "| paper | authors' published weights | "
+            + " | ".join(f"{a:.5f}" for a in payload["paper_alpha"])
+            + " |\n"
+        )
     if details:
         text += "\n" + "\n".join(details)
     records.atomic_write_text(out / "attention.md", text)
@@ -354,8 +387,8 @@ def write_reports(out, shared, synthetic, class_names):
     """Rebuilds every report from the complete records matching ``shared``; returns Table 1."""
     by_exp = records.RecordStore(out).collect(shared)
     write_results_csv(out, by_exp)
-    t1 = write_table1(out, by_exp, synthetic)
-    write_table2(out, by_exp, synthetic)
+    t1 = write_table1(out, by_exp, synthetic, class_names)
+    write_table2(out, by_exp, synthetic, class_names)
     write_attention(out, by_exp, synthetic, class_names)
     write_figures(out, by_exp, synthetic, class_names)
     return t1

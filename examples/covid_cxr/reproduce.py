@@ -14,7 +14,10 @@ Four experiments, each on one or more cross-validation folds:
                         alpha estimated by ``keras_freeze.estimate_class_attention`` on the
                         training split of each fold (or the paper's published alpha).
 
-Head (as in the paper): ``GlobalMaxPooling2D -> Dense(4, softmax)``.
+Head (as in the paper): ``GlobalMaxPooling2D -> Dense(4, softmax)`` (one unit per class).
+
+``--data-dir`` may also be any folder of two or more class sub-folders (names from the
+folders); the tables then show those classes and no paper rows.
 
 Without ``--data-dir`` the script runs its *embedded default*: it generates a small
 synthetic, CXR-like data set in the Kaggle layout (no download) and trains with a reduced
@@ -43,6 +46,7 @@ import records
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
 from protocol import PROTOCOL_DEFAULTS
+from settings import check_paths
 from settings import resolve_settings
 
 
@@ -55,6 +59,14 @@ def log(msg=""):
 # --------------------------------------------------------------------------------------
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's paragraphs and the examples' line breaks."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are one line on stderr, exit code 2."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())  # one line, whatever the message held
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _paragraphs(text, width=88):
@@ -92,7 +104,7 @@ EPILOG = (
 
 def build_parser():
     """Returns the argument parser of the command (see ``--help``)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="reproduce.py",
         formatter_class=_HelpFormatter,
         description=DESCRIPTION,
@@ -115,7 +127,9 @@ def _add_data_arguments(p):
         default=None,
         help="Kaggle 'COVID-19 Radiography Database': the COVID-19_Radiography_Dataset folder "
         "(holding COVID/, Lung_Opacity/, Normal/, 'Viral Pneumonia/', each with images/*.png) or "
-        "its parent. Omit to run the embedded default on SYNTHETIC data.",
+        "its parent; or any folder of two or more class sub-folders (<class>/*.png or "
+        "<class>/images/*.png; class names from the folders, sorted). Omit to run the embedded "
+        "default on SYNTHETIC data.",
     )
     p.add_argument(
         "--folds-dir",
@@ -230,15 +244,15 @@ def _add_method_arguments(p):
         default="estimate",
         help="class weights of the attention loss: 'estimate' runs estimate_class_attention on "
         "the training split of each fold; 'paper' uses the authors' published weights "
-        "[0.00525, 0.00579, 0.00566, 0.00513] (COVID, Lung_Opacity, Normal, Viral Pneumonia). "
-        "Default: %(default)s.",
+        "[0.00525, 0.00579, 0.00566, 0.00513] (COVID, Lung_Opacity, Normal, Viral Pneumonia; "
+        "refused for other classes). Default: %(default)s.",
     )
     p.add_argument(
         "--mc-samples",
         metavar="N",
         type=int,
         default=1000,
-        help="Monte Carlo samples of estimate_class_attention (--alpha estimate). "
+        help="Monte Carlo samples of estimate_class_attention (--alpha estimate), 2 to 10^7. "
         "Default: %(default)s.",
     )
     p.add_argument(
@@ -369,6 +383,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         args = resolve_settings(args)
+        check_paths(args)
     except ValueError as e:
         parser.error(str(e))
     try:
@@ -385,18 +400,19 @@ def main(argv=None):
     import report
 
     out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     env = records.environment()
     log(f"[setup] Keras {env['keras_version']} on {env['backend']}; output in {out}")
 
+    # Every data folder, fold list and class folder is checked here, before any training.
     try:
         dataset = dataset_module.prepare_data(args)
-    except (FileNotFoundError, ValueError) as e:  # a data folder or fold list that cannot be used
+    except (OSError, ValueError) as e:  # a data folder or fold list that cannot be used
         parser.error(str(e))
-    n_folds = len(dataset.folds)
-    folds = args.folds or list(range(1, n_folds + 1))
-    if any(k > n_folds for k in folds):
-        parser.error(f"Expected fold numbers in 1..{n_folds}. Received: folds={args.folds}")
+    folds = args.folds or list(range(1, len(dataset.folds) + 1))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"Expected --out to be a folder one can create. Received: out={out} ({e})")
 
     preprocess, preprocess_text = experiment.preprocessing_of(args)
     factory = experiment.BackboneFactory(args.weights, args.image_size)

@@ -8,7 +8,7 @@ Example:
     >>> import argparse, settings
     >>> args = argparse.Namespace(data_dir=None, image_size=None, batch_size=None, epochs=None,
     ...     n_folds=None, weights=None, bn_momentum="keep", folds=None, mc_samples=10,
-    ...     patience=5, n_images=80, experiments=["freeze", "finetune"], workers=1)
+    ...     patience=5, n_images=80, experiments=["freeze", "finetune"], workers=1, seed=0)
     >>> args = settings.resolve_settings(args)
     >>> args.embedded, args.image_size, args.bn_momentum, args.experiments
     (True, 64, None, ['finetune', 'freeze'])
@@ -16,7 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
@@ -27,10 +29,19 @@ _MINIMUMS = (
     ("batch_size", 1),
     ("epochs", 1),
     ("n_folds", 2),
-    ("mc_samples", 1),
+    # estimate_class_attention compares pairs of sampled images: it needs two or more.
+    ("mc_samples", 2),
     ("patience", 0),
     ("n_images", 8),
+    ("seed", 0),
+    ("workers", 1),
 )
+# Seeds go to NumPy, scikit-learn and Keras (seed + fold number must stay below 2**32).
+_MAX_SEED = 2**31 - 1
+# Keep in step with `mc_samples`' bound in keras_freeze.estimate_class_attention.
+_MAX_MC_SAMPLES = 10**7
+_WEIGHT_KEYWORDS = ("imagenet", "torchvision")
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".h5")
 
 
 def _parse_bn_momentum(value):
@@ -52,8 +63,8 @@ def _parse_bn_momentum(value):
 
 def _check_ranges(args):
     for key, low in _MINIMUMS:
-        value = getattr(args, key)
-        if value < low:
+        value = getattr(args, key, None)
+        if value is not None and value < low:
             raise ValueError(
                 f"Expected --{key.replace('_', '-')} >= {low}. Received: {key}={value}"
             )
@@ -61,6 +72,77 @@ def _check_ranges(args):
         if any(k < 1 for k in args.folds):
             raise ValueError(f"Expected 1-based fold numbers (>= 1). Received: folds={args.folds}")
         args.folds = sorted(set(args.folds))
+    if getattr(args, "seed", 0) > _MAX_SEED:
+        raise ValueError(f"Expected --seed in [0, {_MAX_SEED}]. Received: seed={args.seed}")
+    if args.mc_samples > _MAX_MC_SAMPLES:
+        raise ValueError(
+            f"Expected --mc-samples <= {_MAX_MC_SAMPLES} (the estimate's error shrinks as "
+            f"1/sqrt(N); 1000 is plenty). Received: mc_samples={args.mc_samples}"
+        )
+    for key in ("lr", "finetune_lr"):
+        value = getattr(args, key, None)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"Expected {flag} > 0 and finite. Received: {key}={value}")
+
+
+def _check_weights(weights):
+    """A weights path must be an existing .pth/.pt/.h5 file (checked before any work)."""
+    if weights is None or str(weights).lower() in _WEIGHT_KEYWORDS:
+        return
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ValueError(
+            "Expected --weights to be imagenet, torchvision, none or an existing weights file "
+            f"(.pth, .pt, .h5). Received: weights={str(weights)!r}, which {what}"
+        )
+    if not path.name.lower().endswith(_WEIGHT_SUFFIXES):
+        raise ValueError(
+            "Expected a weights file ending in .pth/.pt (torchvision checkpoint) or .h5 "
+            f"(Keras .weights.h5). Received: weights={str(weights)!r}"
+        )
+
+
+def _check_folder(flag, value, *, must_exist):
+    """``value`` must be a directory (or, if not ``must_exist``, a path one can create)."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    received = f"Received: {flag[2:].replace('-', '_')}={str(value)!r}"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"Expected {flag} to be a folder. {received}, which is a file")
+    if not path.exists() and must_exist:
+        raise ValueError(f"Expected {flag} to be an existing folder. {received} (does not exist)")
+    # An output folder: it, or its first existing ancestor, must be a writable folder.
+    target = path if path.exists() else next(p for p in path.absolute().parents if p.exists())
+    if not target.is_dir():
+        raise ValueError(
+            f"Expected {flag} to be a folder one can create. {received}, but {str(target)!r} "
+            "is a file"
+        )
+    if not must_exist and not os.access(target, os.W_OK | os.X_OK):
+        raise ValueError(f"Expected {flag} in a writable place. {received} ({target} is read-only)")
+
+
+def check_paths(args):
+    """Checks the paths of the command line before any data are read or generated.
+
+    A ``--weights`` file must exist (.pth, .pt or .h5); ``--data-dir`` and ``--folds-dir``
+    must be existing folders; ``--out`` and ``--cache-dir`` must be folders or creatable in a
+    writable place (not files).
+
+    Args:
+        args: the namespace returned by `resolve_settings`.
+
+    Raises:
+        ValueError: naming the option, the path and what is wrong with it.
+    """
+    _check_weights(args.weights)
+    _check_folder("--data-dir", getattr(args, "data_dir", None), must_exist=True)
+    _check_folder("--folds-dir", getattr(args, "folds_dir", None), must_exist=True)
+    _check_folder("--out", getattr(args, "out", None), must_exist=False)
+    _check_folder("--cache-dir", getattr(args, "cache_dir", None), must_exist=False)
 
 
 def resolve_settings(args):
@@ -74,7 +156,7 @@ def resolve_settings(args):
         ``folds`` (``None`` = all folds) and ``data_dir``.
 
     Raises:
-        ValueError: if an option is out of range.
+        ValueError: if an option is out of range. Paths are checked by `check_paths`.
     """
     args.embedded = args.data_dir is None
     defaults = EMBEDDED_DEFAULTS if args.embedded else PROTOCOL_DEFAULTS
