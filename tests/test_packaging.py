@@ -76,7 +76,11 @@ def test_typed_marker_is_shipped():
 def test_markers_are_declared_with_their_meaning():
     markers = PYPROJECT["tool"]["pytest"]["ini_options"]["markers"]
     slow = [m for m in markers if m.startswith("slow:")]
-    assert slow and "CI runs it" in slow[0]
+    assert slow and "CI runs these on the TensorFlow backend only" in slow[0]
+    readme = (ROOT / "README.md").read_text()
+    test_command = readme.split("<!-- test-command -->", 1)[1].split("<!-- /test-command -->")[0]
+    assert "KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q -p no:cacheprovider;" in test_command
+    assert '-m "not slow"' in test_command
 
 
 EXAMPLE = ROOT / "examples" / "covid_cxr"
