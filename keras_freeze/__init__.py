@@ -7,23 +7,32 @@ Function for Covid-19 Detection from an Imbalanced CXR Dataset", ACM SAC 2023
 
 from keras_freeze._attention import ClassAttention
 from keras_freeze._attention import attention_weights
+from keras_freeze._class_weights import ClassWeights
+from keras_freeze._class_weights import class_weights
 from keras_freeze._estimator import estimate_class_attention
 from keras_freeze._feature_cache import FeatureCache
 from keras_freeze._feature_cache import FeatureDataset
 from keras_freeze._feature_cache import cache_features
 from keras_freeze._freeze import FreezeReport
 from keras_freeze._freeze import flatten_layers
+from keras_freeze._freeze import freeze
 from keras_freeze._freeze import freeze_fraction
 from keras_freeze._freeze import unfreeze
 from keras_freeze._images import IMAGE_EXTENSIONS
 from keras_freeze._images import ClassImages
 from keras_freeze._images import decode_image
 from keras_freeze._images import list_class_images
+from keras_freeze._layerwise import LayerwiseOptimizer
+from keras_freeze._layerwise import ScaledSchedule
+from keras_freeze._layerwise import layerwise_decay
 from keras_freeze._losses import PAPER_ALPHA
 from keras_freeze._losses import PAPER_CLASS_NAMES
 from keras_freeze._losses import AttentionWeightedCCE
+from keras_freeze._losses import CustomWeightedBalancedCCE
 from keras_freeze._losses import SparseAttentionWeightedCCE
 from keras_freeze._losses import attention_weighted_cce
+from keras_freeze._losses import custom_weighted_balanced_cce
+from keras_freeze._losses import cwbcce_weights
 from keras_freeze._losses import sparse_attention_weighted_cce
 from keras_freeze._metrics import ClassificationMetrics
 from keras_freeze._metrics import ClassificationReport
@@ -40,23 +49,32 @@ __all__ = [
     "AttentionWeightedCCE",
     "ClassAttention",
     "ClassImages",
+    "ClassWeights",
     "ClassificationMetrics",
     "ClassificationReport",
+    "CustomWeightedBalancedCCE",
     "FeatureCache",
     "FeatureDataset",
     "FreezeReport",
     "FrozenPrefixSplit",
     "GradualUnfreezing",
+    "LayerwiseOptimizer",
+    "ScaledSchedule",
     "SparseAttentionWeightedCCE",
     "__version__",
     "attention_weighted_cce",
     "attention_weights",
     "cache_features",
+    "class_weights",
     "classification_metrics",
+    "custom_weighted_balanced_cce",
+    "cwbcce_weights",
     "decode_image",
     "estimate_class_attention",
     "flatten_layers",
+    "freeze",
     "freeze_fraction",
+    "layerwise_decay",
     "list_class_images",
     "sparse_attention_weighted_cce",
     "split_frozen_prefix",

@@ -10,6 +10,8 @@ stochastic fine tuning" baseline), and a prefix measured in parameters.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import math
 import warnings
 from fractions import Fraction
@@ -22,6 +24,21 @@ from keras_freeze import _sampling
 from keras_freeze import _validation as check
 
 _ORIGINAL_FLAGS_ATTR = "_keras_freeze_original_trainable"
+
+
+class _FlagRecord:
+    """The `(layer, trainable)` pairs from before the first freeze, for `unfreeze`.
+
+    A plain object, not a list: Keras' weight saving and loading walk a
+    model's attributes and recurse into lists and tuples, and this record
+    holds the model itself (a cycle `load_weights` would follow forever).
+    """
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __iter__(self):
+        return iter(self.pairs)
 
 
 def flatten_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -110,6 +127,16 @@ class FreezeReport:
         non_trainable_params_before: Non-trainable parameters before the call.
         trainable_params_after: Trainable parameters after the call.
         non_trainable_params_after: Non-trainable parameters after the call.
+        train_bn: Whether BatchNormalization layers of the frozen set were
+            left trainable (`train_bn=True`).
+        kept_trainable: Names of the BatchNormalization layers that were
+            chosen but left trainable by `train_bn=True` (listed in
+            `trainable`, not in `frozen`).
+        until: The `until` layer name of a `freeze(...)` call, else `None`.
+        match: The `match` patterns of a `freeze(...)` call, else `None`.
+
+    For `freeze(...)`, `mode` is `"until"` or `"match"` and `fraction` is the
+    share of layers chosen (`chosen / n_layers`).
     """
 
     frozen: tuple
@@ -123,6 +150,10 @@ class FreezeReport:
     non_trainable_params_before: int
     trainable_params_after: int
     non_trainable_params_after: int
+    train_bn: bool = False
+    kept_trainable: tuple = ()
+    until: str | None = None
+    match: tuple | None = None
 
     @property
     def n_frozen(self) -> int:
@@ -137,8 +168,17 @@ class FreezeReport:
     def summary(self) -> str:
         """Returns a short human-readable account of the freeze, as a string."""
         seed = f", seed={self.seed}" if self.mode == "stochastic" else ""
+        bn = ", train_bn=True" if self.train_bn else ""
+        if self.mode in ("until", "match"):
+            value = self.until if self.mode == "until" else list(self.match)
+            call = f"freeze({self.mode}={value!r}{bn})"
+        else:
+            call = (
+                f"freeze_fraction(fraction={self.fraction}, mode={self.mode!r}, "
+                f"by={self.by!r}{seed}{bn})"
+            )
         lines = [
-            f"freeze_fraction(fraction={self.fraction}, mode={self.mode!r}, by={self.by!r}{seed})",
+            call,
             f"  layers frozen:     {self.n_frozen} / {self.n_layers}",
             f"  layers trainable:  {self.n_trainable} / {self.n_layers}",
             "  parameters         before -> after",
@@ -154,6 +194,10 @@ class FreezeReport:
             elif self.n_frozen > 3:
                 shown = ", ".join(self.frozen)
             lines.append(f"  frozen: {shown}")
+        if self.kept_trainable:
+            lines.append(
+                f"  BatchNormalization kept trainable (train_bn): {len(self.kept_trainable)}"
+            )
         return "\n".join(lines)
 
     def __str__(self):
@@ -186,6 +230,7 @@ def freeze_fraction(
     *,
     by: str = "layers",
     seed: int | None = None,
+    train_bn: bool = False,
 ) -> FreezeReport:
     """Freezes a fraction of a model's layers, as the paper's Mobile Freeze-Net.
 
@@ -231,6 +276,9 @@ def freeze_fraction(
         seed: Integer seed >= 0 for `mode="stochastic"`; `None` draws a
             seed (recorded in the report's `seed`). Must be `None` with
             `mode="ordered"`.
+        train_bn: If `True`, the BatchNormalization layers among the chosen
+            layers stay trainable (fastai's `train_bn`); see `freeze`.
+            Defaults to `False`.
 
     Returns:
         A `FreezeReport` naming the frozen layers, with parameter counts
@@ -256,38 +304,60 @@ def freeze_fraction(
     """
     fraction = check.fraction(fraction)
     check.mode_by_seed(mode, by, seed)
-    return apply_freeze(model, fraction, mode, by, seed, warn_if_compiled=True)
+    train_bn = check.boolean("train_bn", train_bn)
+    return apply_freeze(model, fraction, mode, by, seed, warn_if_compiled=True, train_bn=train_bn)
 
 
-def apply_freeze(model, fraction, mode, by, seed, *, warn_if_compiled):
+def apply_freeze(model, fraction, mode, by, seed, *, warn_if_compiled, train_bn=False):
     """`freeze_fraction` on checked arguments; a callback passes `warn_if_compiled=False`."""
     layers = flatten_layers(model)
     if mode == "stochastic" and seed is None:
         seed = _sampling.new_seed()  # recorded in the report, so the freeze can be repeated
     chosen = _choose(model, layers, fraction, mode, by, seed)
-    before = (_count(model.trainable_weights), _count(model.non_trainable_weights))
-    flags_before = [layer.trainable for layer in _walk(model)]
-    if not hasattr(model, _ORIGINAL_FLAGS_ATTR):
-        compat.set_untracked_attribute(
-            model, _ORIGINAL_FLAGS_ATTR, [(layer, layer.trainable) for layer in _walk(model)]
-        )
-    compat.set_trainable(model, True)  # recursive in Keras 3: resets every sublayer
-    for i in sorted(chosen):
-        layers[i].trainable = False
-    if warn_if_compiled:
-        _warn_if_compiled(model, flags_before, "freeze_fraction", stacklevel=4)
-    return FreezeReport(
-        frozen=tuple(layer.name for i, layer in enumerate(layers) if i in chosen),
-        trainable=tuple(layer.name for i, layer in enumerate(layers) if i not in chosen),
-        n_layers=len(layers),
+    what = "freeze_fraction" if warn_if_compiled else None
+    return _freeze_chosen(
+        model,
+        layers,
+        chosen,
+        train_bn,
+        what,
         fraction=fraction,
         mode=mode,
         by=by,
         seed=None if seed is None else int(seed),
+    )
+
+
+def _freeze_chosen(model, layers, chosen, train_bn, what, stacklevel=5, **fields):
+    """Freezes `layers[i]` for `i` in `chosen` (BN kept with `train_bn`), the rest trainable."""
+    before = (_count(model.trainable_weights), _count(model.non_trainable_weights))
+    flags_before = [layer.trainable for layer in _walk(model)]
+    if not hasattr(model, _ORIGINAL_FLAGS_ATTR):
+        compat.set_untracked_attribute(
+            model,
+            _ORIGINAL_FLAGS_ATTR,
+            _FlagRecord([(layer, layer.trainable) for layer in _walk(model)]),
+        )
+    kept = {
+        i for i in chosen if train_bn and isinstance(layers[i], keras.layers.BatchNormalization)
+    }
+    frozen = set(chosen) - kept
+    compat.set_trainable(model, True)  # recursive in Keras 3: resets every sublayer
+    for i in sorted(frozen):
+        layers[i].trainable = False
+    if what is not None:
+        _warn_if_compiled(model, flags_before, what, stacklevel=stacklevel)
+    return FreezeReport(
+        frozen=tuple(layer.name for i, layer in enumerate(layers) if i in frozen),
+        trainable=tuple(layer.name for i, layer in enumerate(layers) if i not in frozen),
+        n_layers=len(layers),
         trainable_params_before=before[0],
         non_trainable_params_before=before[1],
         trainable_params_after=_count(model.trainable_weights),
         non_trainable_params_after=_count(model.non_trainable_weights),
+        train_bn=bool(train_bn),
+        kept_trainable=tuple(layers[i].name for i in sorted(kept)),
+        **fields,
     )
 
 
@@ -341,6 +411,143 @@ def _layer_params(model, layers):
             "with 0 parameters. Use by='layers'."
         )
     return params
+
+
+def _close_names(name, names):
+    return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+
+
+def _check_until_match(until, match):
+    """Returns `(until, patterns)`; exactly one of the two is given."""
+    if (until is None) == (match is None):
+        raise ValueError(
+            "Expected exactly one of `until` (a layer name) or `match` (glob patterns). "
+            f"Received: until={until!r}, match={match!r}"
+        )
+    if until is not None:
+        if not isinstance(until, str):
+            raise ValueError(f"Expected until to be a layer name (str). Received: until={until!r}")
+        return until, None
+    patterns = (match,) if isinstance(match, str) else match
+    if (
+        not isinstance(patterns, (list, tuple))
+        or not patterns
+        or not all(isinstance(p, str) for p in patterns)
+    ):
+        raise ValueError(
+            "Expected match to be a glob pattern or a non-empty list of patterns (str). "
+            f"Received: match={match!r}"
+        )
+    return None, tuple(patterns)
+
+
+def _chosen_by_name(model, layers, until, patterns):
+    """Indices of the layers to freeze: up to `until` included, or those matching `patterns`."""
+    names = [layer.name for layer in layers]
+    if until is not None:
+        if until not in names:
+            raise ValueError(
+                f"Expected until to name a layer of model {model.name!r} (nested models "
+                f"expanded). Received: until={until!r}; close names: "
+                f"{_close_names(until, names)}"
+            )
+        return set(range(names.index(until) + 1))
+    chosen = set()
+    for pattern in patterns:
+        hits = {i for i, name in enumerate(names) if fnmatch.fnmatchcase(name, pattern)}
+        if not hits:
+            raise ValueError(
+                f"Expected every pattern to match a layer of model {model.name!r}. "
+                f"Received: pattern {pattern!r} in match={list(patterns)!r} matches none; "
+                f"close names: {_close_names(pattern, names)}"
+            )
+        chosen |= hits
+    return chosen
+
+
+def freeze(
+    model: keras.Model,
+    *,
+    until: str | None = None,
+    match: str | list[str] | None = None,
+    train_bn: bool = False,
+) -> FreezeReport:
+    """Freezes layers by name: every layer up to `until`, or those matching `match`.
+
+    The layers are those of `flatten_layers(model)` (nested models expanded
+    into their layers, in order). With `until`, the named layer and every
+    layer before it are frozen: `freeze(base, until="block_8_depthwise_BN")`
+    on Keras' MobileNetV2 (154 layers) freezes `base.layers[:77]`, the paper's
+    50% cut. With `match`, a glob pattern or a list of them (`fnmatch`, case
+    sensitive), the layers whose name matches any pattern are frozen, e.g.
+    `match=["Conv1", "block_[1-4]_*"]`. As with `freeze_fraction`, every other
+    layer is made trainable, and `unfreeze(model)` undoes the call.
+
+    `train_bn=True` keeps the BatchNormalization layers of the chosen set
+    trainable (fastai's `train_bn`): their `gamma` and `beta` train and, being
+    trainable, they run in training mode during `fit` (Keras 3 semantics),
+    normalising with batch statistics and updating their moving mean and
+    variance. With the default `train_bn=False` they are frozen like the
+    rest: inference mode, moving statistics kept as loaded, which is what
+    Keras' transfer-learning guide recommends for small fine-tuning sets.
+
+    Freeze before `model.compile(...)` (or compile again after it), as for
+    `freeze_fraction`.
+
+    Args:
+        model: The `keras.Model` to freeze in place.
+        until: Name of the last layer to freeze.
+        match: A glob pattern, or a list of patterns, naming the layers to
+            freeze. Exactly one of `until` and `match` must be given.
+        train_bn: Keep the chosen BatchNormalization layers trainable.
+            Defaults to `False`.
+
+    Returns:
+        A `FreezeReport` (`mode` is `"until"` or `"match"`).
+
+    Raises:
+        ValueError: If both or neither of `until` and `match` are given, a
+            name or pattern matches no layer (the message lists close
+            names), or the call would freeze no layer at all (e.g. every
+            chosen layer is a BatchNormalization with `train_bn=True`).
+
+    Example:
+
+    >>> import keras
+    >>> base = keras.applications.MobileNetV2(
+    ...     include_top=False, weights=None, input_shape=(96, 96, 3))
+    >>> report = freeze(base, until="block_8_depthwise_BN")
+    >>> report.n_frozen, [layer.trainable for layer in base.layers] == [False] * 77 + [True] * 77
+    (77, True)
+    >>> report = freeze(base, match="block_1_*", train_bn=True)
+    >>> report.frozen[:3], report.kept_trainable[:2]
+    (('block_1_expand', 'block_1_expand_relu', 'block_1_pad'),
+     ('block_1_expand_BN', 'block_1_depthwise_BN'))
+    """
+    until, patterns = _check_until_match(until, match)
+    train_bn = check.boolean("train_bn", train_bn)
+    layers = flatten_layers(model)
+    chosen = _chosen_by_name(model, layers, until, patterns)
+    if train_bn and all(isinstance(layers[i], keras.layers.BatchNormalization) for i in chosen):
+        raise ValueError(
+            "Expected the call to freeze at least one layer. Received: "
+            f"{'until' if until else 'match'}={until or list(patterns)!r} chooses only "
+            "BatchNormalization layers, which train_bn=True keeps trainable."
+        )
+    return _freeze_chosen(
+        model,
+        layers,
+        chosen,
+        train_bn,
+        "freeze",
+        stacklevel=4,
+        fraction=len(chosen) / len(layers),
+        mode="until" if until else "match",
+        by="layers",
+        seed=None,
+        until=until,
+        match=patterns,
+    )
 
 
 def unfreeze(model: keras.Model) -> int:

@@ -23,6 +23,12 @@ one fails loudly with a message naming it.
   model's graph with a replacement call per layer (what
   `keras.models.clone_model(..., call_function=...)` does inside), used by
   `split_frozen_prefix` to rebuild a nested model's graph as one flat graph.
+- `optimizer.load_own_variables(store)`: the hook Keras' weight loading calls
+  on an optimizer, replaced per instance by `GradualUnfreezing` while a
+  `BackupAndRestore` resume may load optimizer state saved for another set of
+  trainable variables.
+- `optimizer._exclude_from_weight_decay(_pattern)`: the weight-decay
+  exclusions, copied to the per-group optimizers of `LayerwiseOptimizer`.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import functools
 
 import keras
+import numpy as np
 
 
 def optimizer_built_variables(optimizer):
@@ -107,3 +114,70 @@ def run_functional_graph(model, inputs, call_fn):
     arguments.
     """
     return model._run_through_graph(inputs, operation_fn=lambda op: functools.partial(call_fn, op))
+
+
+def copy_weight_decay_exclusions(source, target):
+    """Copies what `source.exclude_from_weight_decay(...)` set onto `target`.
+
+    Keras keeps the exclusions in the private attributes
+    `_exclude_from_weight_decay` (variable keys) and
+    `_exclude_from_weight_decay_pattern` (a compiled regex); they are not in
+    `get_config`, so an optimizer rebuilt from its config would lose them.
+    """
+    for name in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
+        if hasattr(source, name):
+            setattr(target, name, getattr(source, name))
+
+
+def intercept_optimizer_load(optimizer, sink):
+    """Makes `optimizer.load_own_variables(store)` append the stored arrays to `sink`.
+
+    Keras' weight loading (`model.load_weights`, as `BackupAndRestore` calls it)
+    calls `load_own_variables` on the model's optimizer, which assigns the
+    stored arrays by position, or skips them when their number differs. An
+    instance attribute of that name, set without Keras' tracking, replaces the
+    method for this optimizer only, so the caller can load the arrays into an
+    optimizer built for the variables they were saved from. Undo with
+    `release_optimizer_load`.
+    """
+
+    def load_own_variables(store):
+        sink.append([np.array(store[str(i)]) for i in range(len(store.keys()))])
+
+    object.__setattr__(optimizer, "load_own_variables", load_own_variables)
+
+
+def release_optimizer_load(optimizer):
+    """Undoes `intercept_optimizer_load` (a no-op if it was not set)."""
+    if optimizer is not None and "load_own_variables" in vars(optimizer):
+        object.__delattr__(optimizer, "load_own_variables")
+
+
+# --------------------------------------------------------------------------
+# Optimizer internals a wrapping optimizer (LayerwiseOptimizer) needs
+# --------------------------------------------------------------------------
+
+
+def optimizer_variable_key(optimizer, variable):
+    """The key under which `optimizer` indexes `variable` (`optimizer._var_key`)."""
+    return optimizer._var_key(variable)
+
+
+def optimizer_own_variables(optimizer):
+    """The variables an optimizer created itself (`optimizer._variables`), not a wrapped one's."""
+    return list(optimizer._variables)
+
+
+def optimizer_step_counter(optimizer):
+    """The raw step counter variable (`optimizer._iterations`), before gradient accumulation."""
+    return optimizer._iterations
+
+
+def optimizer_current_learning_rate(optimizer):
+    """The base optimizer's learning rate now (`optimizer._get_current_learning_rate()`)."""
+    return optimizer._get_current_learning_rate()
+
+
+def set_optimizer_learning_rate(optimizer, value):
+    """Calls the base `Optimizer.learning_rate` setter (for a subclass that overrides it)."""
+    keras.optimizers.Optimizer.learning_rate.fset(optimizer, value)

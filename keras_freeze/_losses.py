@@ -36,8 +36,11 @@ __all__ = [
     "PAPER_ALPHA",
     "PAPER_CLASS_NAMES",
     "AttentionWeightedCCE",
+    "CustomWeightedBalancedCCE",
     "SparseAttentionWeightedCCE",
     "attention_weighted_cce",
+    "custom_weighted_balanced_cce",
+    "cwbcce_weights",
     "sparse_attention_weighted_cce",
 ]
 
@@ -669,3 +672,269 @@ class SparseAttentionWeightedCCE(_AttentionWeightedLoss):
 
     def call(self, y_true, y_pred):
         return _sparse(y_true, y_pred, tuple(self.alpha), self.from_logits, self.axis)
+
+
+# --------------------------------------------------------------------------
+# Custom weighted balanced categorical cross-entropy (Tyagi, Roy & Bansal)
+# --------------------------------------------------------------------------
+
+
+def _weights_array(values, name):
+    """`values` as a 1-D float64 array, or a ValueError naming `name`."""
+    received = values
+    if isinstance(values, str) or values is None:
+        raise ValueError(
+            f"Expected `{name}` to be a sequence of numbers, one per class. "
+            f"Received: {name}={received!r}"
+        )
+    try:
+        array = np.asarray(keras.ops.convert_to_numpy(values), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected `{name}` to be a sequence of numbers, one per class. "
+            f"Received: {name}={received!r}"
+        ) from None
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(
+            f"Expected `{name}` to be a non-empty one-dimensional sequence, one entry per "
+            f"class. Received: {name}={received!r} with shape {array.shape}"
+        )
+    return array
+
+
+def _resolve_class_weights(weights):
+    """The per-class weights as a tuple of positive finite float32-normal Python floats."""
+    array = _weights_array(weights, "weights")
+    bad = [
+        i for i, v in enumerate(array) if not (math.isfinite(v) and _ALPHA_MIN <= v <= _ALPHA_MAX)
+    ]
+    if bad:
+        raise ValueError(
+            "Expected every class weight to be a finite number > 0 (a normal float32, in "
+            f"[{_ALPHA_MIN:.4g}, {_ALPHA_MAX:.4g}]). Received: weights={array.tolist()} "
+            f"(invalid at index {bad})"
+        )
+    return tuple(float(v) for v in array)
+
+
+def _cwbcce(y_true, y_pred, weights, from_logits, label_smoothing, axis):
+    """Checks that there is one weight per class, then the shared weighted CCE."""
+    shape = _shape(ops.convert_to_tensor(y_pred))
+    num_classes = shape[_canonical_axis(axis, len(shape), shape)] if shape else None
+    if num_classes is not None and num_classes != len(weights):
+        raise ValueError(
+            f"Expected one class weight per class: {num_classes} values for "
+            f"y_pred.shape={shape} (class axis={axis}). Received: weights of length "
+            f"{len(weights)}, weights={list(weights)}"
+        )
+    return _categorical(y_true, y_pred, weights, from_logits, label_smoothing, axis)
+
+
+def cwbcce_weights(counts: Any) -> tuple[float, ...]:
+    """Balanced class weights of Tyagi, Roy & Bansal (ICPR 2022) from class counts.
+
+    `beta_c = (1 - N_c / N) / (K - 1)`, with `N_c` the number of training
+    samples of class c, `N = sum_c N_c` and K classes: rare classes weigh more
+    and the K weights sum to 1.
+
+    Args:
+        counts: K >= 2 non-negative finite sample counts, in class order (e.g.
+            `numpy.bincount(labels, minlength=K)`); at least two classes must
+            have samples.
+
+    Returns:
+        A tuple of K positive Python floats summing to 1.
+
+    Raises:
+        ValueError: If `counts` is not one-dimensional, has fewer than 2
+            entries, holds a negative or non-finite value, or if fewer than
+            two classes have samples (a class holding every sample would get
+            weight 0).
+
+    Example:
+
+    >>> from keras_freeze import cwbcce_weights
+    >>> [round(b, 4) for b in cwbcce_weights([3143, 5084, 6728, 1345])]
+    [0.2691, 0.2294, 0.1957, 0.3058]
+    """
+    array = _weights_array(counts, "counts")
+    if array.size < 2:
+        raise ValueError(
+            f"Expected `counts` for at least 2 classes. Received: counts={array.tolist()}"
+        )
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError(
+            "Expected every class count to be a finite number >= 0. "
+            f"Received: counts={array.tolist()}"
+        )
+    if np.count_nonzero(array) < 2:
+        raise ValueError(
+            "Expected at least two classes with samples: a class holding every sample gets "
+            f"weight 1 - N_c/N = 0. Received: counts={array.tolist()}"
+        )
+    beta = (1.0 - array / array.sum()) / (array.size - 1)
+    return tuple(float(b) for b in beta)
+
+
+def custom_weighted_balanced_cce(
+    y_true: Any,
+    y_pred: Any,
+    weights: Any,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+) -> Any:
+    """Per-sample class-weighted categorical cross-entropy (CWBCCE).
+
+    For each sample `-sum_c beta_c * y_c * log(p_c)`, where `p` is `y_pred`
+    (clipped to `[epsilon, 1 - epsilon]` as Keras' cross-entropy), or
+    `softmax(y_pred)` computed in log space when `from_logits=True`. With all
+    `beta_c = 1` it equals `keras.losses.categorical_crossentropy`.
+
+    Args:
+        y_true: One-hot (or soft) targets, the shape of `y_pred`.
+        y_pred: Probabilities, or logits when `from_logits=True`.
+        weights: K positive finite per-class weights `beta_c`, in the class
+            order of `y_pred` (e.g. `cwbcce_weights(counts)`).
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        label_smoothing: Float in [0, 1]. Defaults to 0.
+        axis: The class axis. Defaults to -1.
+
+    Returns:
+        A tensor of shape `y_pred.shape` without `axis`, one loss per sample.
+
+    Raises:
+        ValueError: If `weights` is not K positive finite numbers with
+            `K == y_pred.shape[axis]`, the shapes differ, or an option is out
+            of range.
+
+    Example:
+
+    >>> import keras
+    >>> from keras_freeze import custom_weighted_balanced_cce
+    >>> loss = custom_weighted_balanced_cce([[0.0, 1.0], [1.0, 0.0]], [[0.2, 0.8], [0.6, 0.4]],
+    ...                                     weights=[0.25, 0.75])
+    >>> [round(float(v), 4) for v in keras.ops.convert_to_numpy(loss)]
+    [0.1674, 0.1277]
+    """
+    weights = _resolve_class_weights(weights)
+    _check_options(from_logits, label_smoothing, axis)
+    return _cwbcce(y_true, y_pred, weights, bool(from_logits), float(label_smoothing), axis)
+
+
+@keras.saving.register_keras_serializable(package="keras_freeze")
+class CustomWeightedBalancedCCE(keras.losses.Loss):
+    """Custom weighted balanced categorical cross-entropy (CWBCCE) of Tyagi et al.
+
+    M. Tyagi, S. Roy and V. Bansal, "Custom Weighted Balanced Loss function for
+    Covid 19 Detection from an Imbalanced CXR Dataset", ICPR 2022, 2707-2713
+    (the loss Roy & Khurana, ACM SAC 2023, Table 1, train ResNet-18 with,
+    "CWBCE"). Per sample
+
+        loss = -sum_c beta_c * y_c * log(p_c)
+
+    reduced by the Keras base class (`"sum_over_batch_size"`: the mean over
+    the batch, exactly what the authors' `model.fit(..., class_weight=beta)`
+    with categorical cross-entropy computes). The balanced weights are
+
+        beta_c = (1 - N_c / N) / (K - 1)
+
+    (`cwbcce_weights`, from the training counts `N_c`); the authors
+    then tune the weights by hand for intra-class variance, e.g.
+    `(0.2725, 0.252, 0.242, 0.23175)` for COVID, Lung Opacity, Normal and
+    Viral Pneumonia (repository MrinalTyagi/CWBCCE-COVID19, notebooks
+    `4 Classes Experiment/ResNet18 with custom weighted BCCE - I/II/III.ipynb`,
+    where `beta` is computed as above). The rule behind that tuning is not
+    published in a form we could find, so pass such custom weights as
+    `weights`, or `counts` for the balanced `beta`.
+
+    Args:
+        weights: K positive finite per-class weights, in the class order of
+            `y_pred`. Give exactly one of `weights` and `counts`.
+        counts: K class counts of the training set; the weights are then
+            `cwbcce_weights(counts)`.
+        from_logits: Whether `y_pred` holds logits. Defaults to `False`.
+        label_smoothing: Float in [0, 1]. Defaults to 0.
+        axis: The class axis. Defaults to -1.
+        reduction: As `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
+        name: Defaults to `"custom_weighted_balanced_cce"`.
+        dtype: The loss's dtype, as `keras.losses.Loss` (float16 / bfloat16:
+            computed and reduced in float32, only the result is cast).
+
+    Raises:
+        ValueError: If both or neither of `weights` and `counts` are given, they
+            are invalid (see `cwbcce_weights`), or an option is out of
+            range; at call time if `len(weights) != y_pred.shape[axis]` or the
+            shapes differ.
+
+    Example:
+
+    >>> from keras_freeze import CustomWeightedBalancedCCE
+    >>> loss = CustomWeightedBalancedCCE(weights=[0.25, 0.75])
+    >>> round(float(loss([[0.0, 1.0], [1.0, 0.0]], [[0.2, 0.8], [0.6, 0.4]])), 4)
+    0.1475
+
+    Usage with `compile()`:
+
+    ```python
+    model.compile(optimizer="adam", loss=CustomWeightedBalancedCCE(counts=[3143, 5084, 6728, 1345]))
+    ```
+    """
+
+    def __init__(
+        self,
+        weights: Any = None,
+        counts: Any = None,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "custom_weighted_balanced_cce",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if (weights is None) == (counts is None):
+            raise ValueError(
+                "Expected exactly one of `weights` (per-class weights) and `counts` (class "
+                f"counts, for balanced weights). Received: weights={weights!r}, counts={counts!r}"
+            )
+        _check_options(from_logits, label_smoothing, axis)
+        if counts is not None:
+            self.counts = [float(c) for c in _weights_array(counts, "counts")]
+            self.weights = None
+            self.class_weights = cwbcce_weights(self.counts)
+        else:
+            self.counts = None
+            self.class_weights = _resolve_class_weights(weights)
+            self.weights = list(self.class_weights)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        self.axis = int(axis)
+        self._dtype_arg = _dtype_config(dtype)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if keras.backend.standardize_dtype(self.dtype) in _LOW_PRECISION:
+            return _call_in_float32(self, y_true, y_pred, sample_weight)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def call(self, y_true, y_pred):
+        return _cwbcce(
+            y_true,
+            y_pred,
+            self.class_weights,
+            self.from_logits,
+            self.label_smoothing,
+            self.axis,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            weights=self.weights,
+            counts=self.counts,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+            axis=self.axis,
+            dtype=self._dtype_arg,
+        )
+        return config

@@ -8,6 +8,7 @@ step with the trainable variables (the optimizer surgery below).
 from __future__ import annotations
 
 import bisect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -143,6 +144,16 @@ class GradualUnfreezing(keras.callbacks.Callback):
     `History` and `CSVLogger`. Each change is also recorded in `self.reports`
     as `(epoch, FreezeReport)`.
 
+    **Resuming.** With `keras.callbacks.BackupAndRestore` (in either order in
+    the callback list), a fit interrupted mid-schedule and run again, in a new
+    process with a fresh model and optimizer too, continues as the
+    uninterrupted run would: at the first epoch the callback re-applies the
+    frozen set in force when the backup was written, loads the backed-up
+    optimizer state into an optimizer built for that set (Keras alone would
+    skip or misplace it, as its variables depend on the trainable set), then
+    moves on with the schedule. Stochastic schedules resume identically only
+    with a fixed `seed`.
+
     `freeze_fraction` resets every other layer of the model (or of `target`)
     to trainable, so flags set by hand before `fit` do not survive the first
     step; use `target` to confine the schedule to a backbone.
@@ -215,6 +226,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self._applied = None
         self._last_report = None
         self._run_seed = self.seed
+        self._restored = []
+        self._hooked = None
+        self._first_epoch = True
 
     def fraction_for_epoch(self, epoch: int) -> float:
         """Returns the frozen fraction the schedule sets for 0-based `epoch`."""
@@ -235,26 +249,90 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._applied = None
         self._last_report = None
+        self._first_epoch = True
         self._target_model()  # fail early on a wrong target
         if self.mode == "stochastic" and self.seed is None:
             self._run_seed = int(np.random.SeedSequence().generate_state(1)[0])
         else:
             self._run_seed = self.seed
 
-    def on_epoch_begin(self, epoch, logs=None):
-        fraction = self.fraction_for_epoch(epoch)
-        if fraction == self._applied:
-            return
-        target = self._target_model()
-        # No "compiled model" warning: the train function is rebuilt below.
-        report = apply_freeze(
-            target,
+    def set_model(self, model):
+        super().set_model(model)
+        self._restored = []
+        if getattr(model, "optimizer", None) is not None and not self._hooked:
+            # A BackupAndRestore resume loads optimizer state saved for the
+            # trainable set of the epoch it was saved in; keep the arrays until
+            # the first epoch says which set that was (see `_resume`).
+            compat.intercept_optimizer_load(model.optimizer, self._restored)
+            self._hooked = model.optimizer
+
+    def _release(self):
+        if self._hooked is not None:
+            compat.release_optimizer_load(self._hooked)
+            self._hooked = None
+
+    def on_train_end(self, logs=None):
+        self._release()
+
+    def on_test_begin(self, logs=None):  # a standalone evaluate(): no resume to handle
+        self._release()
+
+    def on_predict_begin(self, logs=None):
+        self._release()
+
+    def _resume(self, epoch, arrays):
+        """Loads optimizer state saved at `epoch - 1`'s end (or in `epoch`) into its own set.
+
+        The state fits the trainable set the schedule gave when it was saved:
+        that of `epoch - 1` for a backup at an epoch's end, of `epoch` for one
+        saved mid-epoch. The set whose fresh optimizer has exactly the saved
+        variables' shapes is taken, and the state assigned to it.
+        """
+        optimizer = self.model.optimizer
+        candidates = [self.fraction_for_epoch(e) for e in (epoch - 1, epoch) if e >= 0]
+        for fraction in dict.fromkeys(candidates):
+            report = self._apply(fraction)
+            fresh = optimizer.__class__.from_config(optimizer.get_config())
+            _build_optimizer(self.model, fresh, list(self.model.trainable_variables))
+            if [tuple(v.shape) for v in fresh.variables] == [a.shape for a in arrays]:
+                for variable, value in zip(fresh.variables, arrays, strict=True):
+                    variable.assign(value)
+                self.model.optimizer = fresh
+                compat.replace_compiled_optimizer(self.model, optimizer, fresh)
+                self._applied, self._last_report = fraction, report
+                self.reports.append((epoch, report))
+                return
+        warnings.warn(
+            f"GradualUnfreezing: the optimizer state restored at epoch {epoch} (by "
+            "BackupAndRestore or load_weights) fits neither the trainable set of epoch "
+            f"{epoch - 1} nor of epoch {epoch} of the schedule; the optimizer restarts "
+            "from zero state. Resume with the same schedule, model and optimizer.",
+            stacklevel=2,
+        )
+
+    def _apply(self, fraction):
+        # No "compiled model" warning: the train function is rebuilt by the caller.
+        return apply_freeze(
+            self._target_model(),
             fraction,
             self.mode,
             self.by,
             self._run_seed if self.mode == "stochastic" else None,
             warn_if_compiled=False,
         )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch:
+            self._first_epoch = False
+            self._release()
+            if self._restored:
+                self._resume(epoch, self._restored[-1])
+                if getattr(self.model, "compiled", False):
+                    self.model.make_train_function(force=True)
+        fraction = self.fraction_for_epoch(epoch)
+        if fraction == self._applied:
+            return
+        report = self._apply(fraction)
         self._applied = fraction
         self._last_report = report
         self.reports.append((epoch, report))

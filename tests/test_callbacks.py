@@ -313,6 +313,61 @@ def test_fit_twice_and_save_load(tmp_path):
     assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 6
 
 
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_resume_with_backup_and_restore_equals_an_uninterrupted_run(tmp_path):
+    """A new process (a fresh model and optimizer) resumes exactly where the schedule was.
+
+    Interrupted at the start of epoch 1, the backup holds the state of epoch 0 (2 of 3
+    layers frozen, Adam moments of the last layer only); the restarted script's model is
+    fully trainable, and the schedule unfreezes one more layer at epoch 1.
+    """
+    stop_at = 1
+
+    def optimizer():
+        return keras.optimizers.Adam(0.05)
+
+    keras.utils.set_random_seed(8)
+    initial = _mlp(3).get_weights()
+    x, y = _data()
+    schedule = {0: 0.67, 1: 0.34, 3: 0.0}
+
+    def run(callbacks, epochs=4):
+        model = _mlp(3)
+        model.set_weights(initial)
+        model.compile(optimizer(), "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=epochs, batch_size=8, shuffle=False, verbose=0, callbacks=callbacks)
+        return model
+
+    expected = run([GradualUnfreezing(schedule)])
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run([backup, GradualUnfreezing(schedule), _Interrupt(stop_at)])
+    # The callbacks in either order.
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    resumed = run([GradualUnfreezing(schedule), backup])
+    for a, b in zip(resumed.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert [layer.trainable for layer in resumed.layers] == [True] * 3
+
+    def slots(model):  # variable names without the optimizer's and model's own names
+        return [v.path.split("/")[-1].split("_", 2)[-1] for v in model.optimizer.variables]
+
+    assert slots(resumed) == slots(expected)
+    for a, b in zip(resumed.optimizer.variables, expected.optimizer.variables, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7
+        )
+
+
 def test_gradual_unfreezing_serialisation_round_trip():
     callback = GradualUnfreezing({0: 0.5, 3: 0.25, 6: 0.0}, mode="stochastic", seed=7)
     config = callback.get_config()
@@ -557,3 +612,21 @@ def test_schedule_reads_numpy_floats_as_printed():
     callback.on_train_begin()
     callback.on_epoch_begin(0)
     assert sum(not layer.trainable for layer in model.layers) == 29
+
+
+def test_resume_hook_never_outlives_the_call(tmp_path):
+    """After fit, evaluate or predict, load_weights loads the optimizer state as usual."""
+    model = _mlp(3)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+    x, y = _data()
+    callback = GradualUnfreezing({0: 0.0})
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    model.save_weights(tmp_path / "w.weights.h5")
+    saved = [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables]
+    model.evaluate(x, y, verbose=0, callbacks=[callback])
+    model.predict(x, verbose=0, callbacks=[callback])
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    model.load_weights(tmp_path / "w.weights.h5")
+    for variable, value in zip(model.optimizer.variables, saved, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
+    assert "load_own_variables" not in vars(model.optimizer)

@@ -9,7 +9,16 @@ import importlib
 
 import pytest
 
-MODULES = ["backbone", "data", "protocol", "records", "report", "settings", "synthetic"]
+MODULES = [
+    "backbone",
+    "cached_features",
+    "data",
+    "protocol",
+    "records",
+    "report",
+    "settings",
+    "synthetic",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -25,6 +25,7 @@ import pytest
 import records
 import report
 import reproduce
+import settings
 import synthetic
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,7 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "covid_cxr"
 SCRIPT = EXAMPLE / "reproduce.py"
 
-TINY = ["--image-size", "32", "--epochs", "1", "--weights", "none", "--workers", "2"]
+MOBILENET = ["--experiments", "finetune", "freeze", "stochastic", "freeze+attention"]
+# The MobileNetV2 experiments at 32 px (Inception-V3 needs 75 px; a later --experiments wins).
+TINY = [*MOBILENET, "--image-size", "32", "--epochs", "1", "--weights", "none", "--workers", "2"]
 METRICS = ("f1", "accuracy", "precision", "recall", "auc")
 
 
@@ -85,6 +88,8 @@ def test_help_explains_every_option():
         "--weights",
         "--alpha",
         "--seed",
+        "--feature-cache",
+        "--feature-cache-dtype",
     ):
         assert opt in text, opt
     for word in (
@@ -143,12 +148,27 @@ def test_defaults_embedded_vs_protocol():
     real = reproduce.resolve_settings(parser.parse_args(["--data-dir", "x"]))
     assert not real.embedded
     assert (real.image_size, real.batch_size, real.n_folds, real.weights, real.folds) == (
-        224,
+        None,  # every model at its published input side
         8,
         10,
         "imagenet",
         None,
     )
+    sizes = {e: settings.image_size_for(real, e) for e in real.experiments}
+    assert sizes == {
+        "covid-net": 480,  # Wang et al. 2020, Sci. Rep.
+        "covid-lite": 224,
+        "inception-v3": 299,
+        "resnet18-cwbce": 224,
+        **{e: 224 for e in protocol.MOBILENET_EXPERIMENTS},  # the paper
+    }
+    assert emb.image_size == 80 and emb.experiments == list(protocol.EXPERIMENTS)
+    assert len(emb.experiments) == 8 and emb.experiments[:4] == [
+        "covid-net",
+        "covid-lite",
+        "inception-v3",
+        "resnet18-cwbce",
+    ]
     assert real.patience == 5 and real.preprocessing == "rescale" and real.bn_momentum is None
     assert reproduce.resolve_settings(parser.parse_args(["--weights", "none"])).weights is None
 
@@ -193,6 +213,8 @@ RECORD_KEYS = [
     "python",
     "platform",
     "finished",
+    "feature_cache",
+    "precision",
 ]
 METRICS_KEYS = ["n", "macro", "weighted", "balanced_accuracy", "per_class", "confusion_matrix"]
 
@@ -345,6 +367,7 @@ def test_end_to_end_folds_dir_corrupt_files_and_outputs(tmp_path):
             str(tmp_path / "folds"),
             "--out",
             str(out),
+            *TINY,
             "--experiments",
             "freeze",
             "freeze+attention",
@@ -353,7 +376,6 @@ def test_end_to_end_folds_dir_corrupt_files_and_outputs(tmp_path):
             "2",
             "--mc-samples",
             "20",
-            *TINY,
         ],
         tmp_path,
     )
@@ -433,9 +455,9 @@ def test_embedded_default_resumes_after_interruption(tmp_path):
         "80",
         "--n-folds",
         "2",
+        *TINY,
         "--experiments",
         "stochastic",
-        *TINY,
     ]
     log = run_cli([*common, "--folds", "1"], tmp_path)
     assert "EMBEDDED DEFAULT: SYNTHETIC DATA" in log

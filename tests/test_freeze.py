@@ -15,7 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import keras_freeze
+from keras_freeze import FreezeReport
 from keras_freeze import flatten_layers
+from keras_freeze import freeze
 from keras_freeze import freeze_fraction
 from keras_freeze import unfreeze
 
@@ -211,6 +213,23 @@ def test_paper_mobilenetv2_cut(mobilenet):
     # Weightless layers are counted, as the paper counts them.
     kinds = {type(layer).__name__ for layer in base.layers[:77]}
     assert {"InputLayer", "ReLU", "ZeroPadding2D", "Add"} <= kinds
+
+
+def test_until_block_8_depthwise_bn_is_the_paper_cut(mobilenet):
+    report = freeze(mobilenet, until="block_8_depthwise_BN")
+    assert mobilenet.layers[76].name == "block_8_depthwise_BN"
+    assert [layer.trainable for layer in mobilenet.layers] == [False] * 77 + [True] * 77
+    assert isinstance(report, FreezeReport)
+    assert report.frozen == tuple(layer.name for layer in mobilenet.layers[:77])
+    assert (report.mode, report.until, report.match, report.n_layers) == (
+        "until",
+        "block_8_depthwise_BN",
+        None,
+        154,
+    )
+    # The same cut as the paper's freeze_fraction(base, 0.5).
+    assert freeze_fraction(mobilenet, 0.5).frozen == report.frozen
+    assert report.summary().startswith("freeze(until='block_8_depthwise_BN')")
 
 
 def test_nested_model_is_expanded_not_frozen_whole(mobilenet):

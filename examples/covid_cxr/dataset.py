@@ -49,12 +49,17 @@ class DataSet:
     class_names: tuple = protocol.CLASS_NAMES
 
     def fingerprint(self) -> str:
-        """Short hash of the root and the fold contents (records are reused only if equal)."""
+        """Short hash of the folds' files and labels (records are reused or merged only if equal).
+
+        Files are named relative to the data root, so the same data set in another folder or
+        on another machine (``--shard`` across a cluster) has the same fingerprint.
+        """
         h = hashlib.sha1()
-        h.update(str(self.root).encode())
+        h.update("|".join(self.class_names).encode())
         for f in self.folds:
-            h.update(b"|")
-            h.update(",".join(map(str, sorted(int(i) for i in f))).encode())
+            h.update(b"\n#fold")
+            for i in sorted(int(i) for i in f):
+                h.update(f"\n{self.relative(i)}:{int(self.labels[i])}".encode())
         return h.hexdigest()[:16]
 
     def relative(self, index) -> str:
@@ -108,7 +113,7 @@ def _locate(args):
     if not args.embedded:
         root, class_names = data.find_class_folders(args.data_dir)
         return root, class_names, "directory"
-    gen_size = 128 if args.image_size <= 128 else 256
+    gen_size = 128 if (args.image_size or 224) <= 128 else 256
     target = synthetic.default_cache_dir(args.n_images, gen_size, args.seed)
     if args.cache_dir is not None:
         target = Path(args.cache_dir) / target.name

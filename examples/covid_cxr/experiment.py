@@ -1,11 +1,13 @@
 """One experiment on one fold: build the model, train it, evaluate it, return its record.
 
 `run_one(context, experiment, fold)` is the unit of work of `reproduce.py`. A `RunContext` holds
-what every unit of a run shares (the settings, the data, the backbone factory, the input
-scaling, the record store). Everything the paper's method needs comes from ``keras_freeze``:
-freezing (`freeze_fraction`), the attention loss (`AttentionWeightedCCE` with
-`estimate_class_attention`), validation metrics per epoch (`ClassificationMetrics`) and the
-test metrics (`classification_metrics`).
+what every unit of a run shares (the settings, the data, the backbone factory, the record
+store); `Unit` what one experiment needs (its architecture, input size, weights, scaling).
+Everything the paper's method needs comes from ``keras_freeze``: freezing (`freeze_fraction`),
+the attention loss (`AttentionWeightedCCE` with `estimate_class_attention`), the class-weighted
+binary cross-entropy of the ResNet-18 row, validation metrics per epoch
+(`ClassificationMetrics`) and the test metrics (`classification_metrics`). The four other
+architectures of Table 1 come from `models.py`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import time
 from pathlib import Path
 
 import backbone
+import cached_features
 import data
 import keras
+import models
 import numpy as np
 import protocol
 import records
 import report
+import settings
 
 import keras_freeze
 
@@ -42,24 +47,66 @@ class BackboneFactory:
 
     Args:
         weights: ``"imagenet"``, ``"torchvision"``, a weights file or ``None``.
-        image_size: input side in pixels.
     """
 
-    def __init__(self, weights, image_size):
+    def __init__(self, weights):
         self.weights = weights
-        self.image_size = image_size
 
-    def __call__(self):
-        shape = (self.image_size, self.image_size, 3)
+    def __call__(self, image_size):
+        shape = (image_size, image_size, 3)
         return backbone.mobilenet_v2(weights=self.weights, include_top=False, input_shape=shape)
 
 
-def preprocessing_of(args):
-    """(callable, description) of the input scaling applied to the float32 0..255 batches."""
+def preprocessing_of(args, weights):
+    """(callable, description) of the input scaling applied to the float32 0..255 batches.
+
+    Args:
+        args: the resolved command line (``--preprocessing``).
+        weights: the initial weights of the model that reads the batches (``native``
+            follows them; models trained from scratch get the paper's x/255).
+    """
     mode = protocol.PREPROCESSING_MODES[args.preprocessing]
-    chosen = backbone.preprocessing_for(args.weights, mode)
-    fn = functools.partial(backbone.preprocess_input, weights=args.weights, mode=chosen)
+    chosen = backbone.preprocessing_for(weights, mode)
+    fn = functools.partial(backbone.preprocess_input, weights=weights, mode=chosen)
     return fn, protocol.PREPROCESSING_TEXT.get(chosen, str(chosen))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """What one experiment trains: its architecture, input side, weights and input scaling.
+
+    Attributes:
+        experiment: one of `protocol.EXPERIMENTS`.
+        architecture: ``"mobilenetv2"`` or a key of `models.MODELS`.
+        image_size: input side in pixels (`settings.image_size_for`).
+        weights: initial weights (``None``: random init).
+        title: the row label of its tables (says when Inception-V3 is not from ImageNet).
+        preprocess: input scaling of every batch (see `preprocessing_of`).
+        preprocess_text: its description for the records.
+    """
+
+    experiment: str
+    architecture: str
+    image_size: int
+    weights: object
+    title: str
+    preprocess: object
+    preprocess_text: str
+
+    @classmethod
+    def of(cls, args, experiment):
+        """The `Unit` of ``experiment`` under the command line ``args``."""
+        weights = protocol.weights_for(experiment, args.weights)
+        preprocess, text = preprocessing_of(args, weights)
+        return cls(
+            experiment=experiment,
+            architecture=protocol.ARCHITECTURES[experiment],
+            image_size=settings.image_size_for(args, experiment),
+            weights=weights,
+            title=protocol.title(experiment, weights),
+            preprocess=preprocess,
+            preprocess_text=text,
+        )
 
 
 @dataclasses.dataclass
@@ -69,9 +116,7 @@ class RunContext:
     Attributes:
         args: the resolved command-line namespace.
         dataset: the run's `dataset.DataSet`.
-        factory: a `BackboneFactory`.
-        preprocess: input scaling applied to every batch (see `preprocessing_of`).
-        preprocess_text: its description for the records.
+        factory: a `BackboneFactory` (MobileNetV2).
         out: the output folder.
         store: the `records.RecordStore` of ``out``.
     """
@@ -79,10 +124,12 @@ class RunContext:
     args: object
     dataset: object
     factory: BackboneFactory
-    preprocess: object
-    preprocess_text: str
     out: Path
     store: records.RecordStore
+
+    def unit(self, experiment):
+        """The `Unit` of ``experiment`` in this run."""
+        return Unit.of(self.args, experiment)
 
     @property
     def class_names(self):
@@ -104,12 +151,38 @@ class RunContext:
         )
 
 
-def build_model(experiment, base, args, class_names):
-    """Freezes the backbone as the experiment says and adds the paper's head.
+def build_model(ctx, unit):
+    """Builds the unit's model: MobileNetV2 frozen as the experiment says, or a `models` one.
 
     Returns:
         (model, freeze_info) where freeze_info is a JSON-able dict.
     """
+    args, class_names = ctx.args, ctx.class_names
+    if unit.architecture == "mobilenetv2":
+        base = ctx.factory(unit.image_size)
+        return _mobilenet_model(unit.experiment, base, args, unit.image_size, class_names)
+    spec = models.MODELS[unit.architecture]
+    model = spec.build(len(class_names), unit.image_size, weights=unit.weights)
+    _set_bn_momentum(model, args.bn_momentum)
+    info = {"mode": "none (every layer trained)", "frozen": 0}
+    info["of"] = len(keras_freeze.flatten_layers(model))
+    info["bn_momentum"] = args.bn_momentum
+    info["trainable_params"] = int(sum(int(math.prod(w.shape)) for w in model.trainable_weights))
+    info["total_params"] = int(model.count_params())
+    return model, info
+
+
+def _set_bn_momentum(model, momentum):
+    """Sets every BatchNormalization's momentum (``None``: keep the model's)."""
+    if momentum is None:
+        return
+    for layer in keras_freeze.flatten_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def _mobilenet_model(experiment, base, args, image_size, class_names):
+    """Freezes the MobileNetV2 backbone as the experiment says and adds the paper's head."""
     info = {"mode": "none", "frozen": 0, "of": len(base.layers)}
     if experiment in ("freeze", "freeze+attention"):
         frozen = keras_freeze.freeze_fraction(base, protocol.FREEZE_FRACTION, mode="ordered")
@@ -119,12 +192,9 @@ def build_model(experiment, base, args, class_names):
             base, protocol.FREEZE_FRACTION, mode="stochastic", seed=args.seed
         )
         info = _freeze_info(frozen, f"stochastic 50% (seed {args.seed})")
-    if args.bn_momentum is not None:
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = args.bn_momentum
+    _set_bn_momentum(base, args.bn_momentum)
     info["bn_momentum"] = args.bn_momentum
-    inputs = keras.Input((args.image_size, args.image_size, 3), name="image")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
     x = base(inputs)
     x = keras.layers.GlobalMaxPooling2D(name="gmp")(x)
     outputs = keras.layers.Dense(len(class_names), activation="softmax", name="head")(x)
@@ -299,6 +369,7 @@ def metrics_of(y_true, stored_prob, class_names):
 class _Trained:
     """What training one unit produced (internal to `run_one`)."""
 
+    unit: Unit
     model: object
     freeze_info: dict
     loss_desc: str
@@ -308,15 +379,22 @@ class _Trained:
     progress: TrainingProgress
     sequences: dict
     fit_s: float
+    features: object = None
+    feature_cache: dict | None = None
 
 
-def _loss_for(alpha_info):
+def _loss_for(experiment, alpha_info, train_labels, n_classes):
+    """(loss, description) of the experiment: CCE, the attention loss, or the ResNet-18 CWBCE."""
     if alpha_info is not None:
         return keras_freeze.AttentionWeightedCCE(alpha_info["alpha"]), "AttentionWeightedCCE(alpha)"
+    if experiment == "resnet18-cwbce":
+        counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=n_classes)
+        loss = keras_freeze.CustomWeightedBalancedCCE(counts=counts)
+        return loss, f"CustomWeightedBalancedCCE(counts={counts.tolist()}, the training split)"
     return keras.losses.CategoricalCrossentropy(), "CategoricalCrossentropy"
 
 
-def _sequences(ctx, fold, splits):
+def _sequences(ctx, unit, fold, splits):
     """Train (shuffled per epoch), validation and test sequences of one fold."""
     args = ctx.args
     sequences = {}
@@ -324,42 +402,70 @@ def _sequences(ctx, fold, splits):
         shuffle = name == "train"
         sequences[name] = ctx.sequence(
             indices,
-            image_size=args.image_size,
+            image_size=unit.image_size,
             shuffle=shuffle,
             seed=args.seed + fold if shuffle else None,
-            preprocess=ctx.preprocess,
+            preprocess=unit.preprocess,
             batch_size=args.batch_size,
         )
     return sequences
 
 
-def _compile(ctx, experiment, fold, alpha_info, prefix):
+def _compile(ctx, unit, fold, alpha_info, splits, prefix):
     """Builds and compiles the experiment's model; returns (model, freeze_info, loss, lr)."""
-    args = ctx.args
+    args, experiment = ctx.args, unit.experiment
     keras.utils.clear_session()
     keras.utils.set_random_seed(args.seed * 1000 + fold)
-    model, freeze_info = build_model(experiment, ctx.factory(), args, ctx.class_names)
+    keras.config.set_dtype_policy(args.precision)  # reset by run_one when the unit ends
+    model, freeze_info = build_model(ctx, unit)
     lr = protocol.learning_rate(experiment, args.lr, args.finetune_lr)
-    loss, loss_desc = _loss_for(alpha_info)
+    train_labels = ctx.dataset.labels[splits[0]]
+    loss, loss_desc = _loss_for(experiment, alpha_info, train_labels, len(ctx.class_names))
     # Validation accuracy, F1, precision, recall and AUC come from the library's
     # ClassificationMetrics callback (see _train), so no compiled metrics.
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
     log(
-        f"{prefix} {protocol.EXPERIMENT_TITLES[experiment]}: {freeze_info['frozen']}/"
-        f"{freeze_info['of']} backbone layers frozen, {freeze_info['trainable_params']:,} "
-        f"trainable parameters, Adam lr {lr:g}, loss {loss_desc}"
+        f"{prefix} {unit.title}: {unit.image_size} px, weights {_weights_text(unit)}, "
+        f"{freeze_info['frozen']}/{freeze_info['of']} layers frozen, "
+        f"{freeze_info['trainable_params']:,} trainable parameters, Adam lr {lr:g}, "
+        f"loss {loss_desc}"
     )
-    return model, freeze_info, loss_desc, lr
+    return model, freeze_info, (loss, loss_desc), lr
 
 
-def _train(ctx, experiment, fold, splits, prefix):
+def _head_text(unit, n_classes):
+    """The record's ``head``: the paper's for MobileNetV2 and Inception-V3, else the model's."""
+    if unit.architecture in protocol.PRETRAINED:
+        return protocol.head(n_classes)
+    return f"{models.MODELS[unit.architecture].title}: its published head, {n_classes} classes"
+
+
+def _weights_text(unit):
+    """The record's ``weights``: the weights, or how the model was initialised."""
+    if unit.weights is not None:
+        return str(unit.weights)
+    if unit.architecture in protocol.PRETRAINED:
+        return "none (random init)"
+    return "none (trained from scratch, as in the paper)"
+
+
+def _train(ctx, unit, fold, splits, prefix):
     """Estimates alpha if needed, builds the model and fits it with EarlyStopping."""
     args = ctx.args
     alpha_info = None
-    if experiment == "freeze+attention":
+    if unit.experiment == "freeze+attention":
         alpha_info = class_attention_for_fold(ctx, fold, splits[0])
-    model, freeze_info, loss_desc, lr = _compile(ctx, experiment, fold, alpha_info, prefix)
-    seqs = _sequences(ctx, fold, splits)
+    model, freeze_info, (loss, loss_desc), lr = _compile(
+        ctx, unit, fold, alpha_info, splits, prefix
+    )
+    features, cache_info = cached_features.prepare(ctx, unit, model, prefix)
+    fit_model = model
+    if features is None:
+        seqs = _sequences(ctx, unit, fold, splits)
+    else:  # train the suffix (it shares the model's layers) on the cached features
+        seqs = _cached_data(ctx, fold, splits, features)
+        fit_model = features.split.suffix
+        fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
     progress = TrainingProgress(prefix, args.epochs, len(splits[0]))
     val_metrics = keras_freeze.ClassificationMetrics(
         seqs["validation"], class_names=ctx.class_names, keep_confusion_matrix=False
@@ -368,7 +474,7 @@ def _train(ctx, experiment, fold, splits, prefix):
         monitor="val_loss", patience=args.patience, restore_best_weights=True
     )
     t_fit = time.perf_counter()
-    history = model.fit(
+    history = fit_model.fit(
         seqs["train"],
         validation_data=seqs["validation"],
         epochs=args.epochs,
@@ -377,7 +483,34 @@ def _train(ctx, experiment, fold, splits, prefix):
     )
     fit_s = time.perf_counter() - t_fit
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    return _Trained(model, freeze_info, loss_desc, lr, alpha_info, hist, progress, seqs, fit_s)
+    return _Trained(
+        unit,
+        model,
+        freeze_info,
+        loss_desc,
+        lr,
+        alpha_info,
+        hist,
+        progress,
+        seqs,
+        fit_s,
+        features,
+        cache_info,
+    )
+
+
+def _cached_data(ctx, fold, splits, features):
+    """Train, validation and test data of one fold from the feature cache (as `_sequences`)."""
+    labels, batch = ctx.dataset.labels, ctx.args.batch_size
+    seed = ctx.args.seed + fold  # the uncached training ImageSequence's seed
+    train = features.train(
+        splits[0], labels[splits[0]], batch_size=batch, seed=seed, workers=ctx.args.workers
+    )
+    return {
+        "train": train,
+        "validation": features.evaluation(splits[1], labels[splits[1]], batch_size=batch),
+        "test": features.evaluation(splits[2], labels[splits[2]], batch_size=batch),
+    }
 
 
 def _record(ctx, experiment, fold, splits, trained, evaluation, times):
@@ -391,7 +524,7 @@ def _record(ctx, experiment, fold, splits, trained, evaluation, times):
     seqs = trained.sequences
     return records.Record(
         experiment=experiment,
-        title=protocol.EXPERIMENT_TITLES[experiment],
+        title=trained.unit.title,
         fold=fold,
         synthetic=dataset.synthetic,
         note=protocol.SYNTHETIC_BANNER if dataset.synthetic else "real data",
@@ -407,10 +540,10 @@ def _record(ctx, experiment, fold, splits, trained, evaluation, times):
         loss=trained.loss_desc,
         optimizer={"name": "Adam", "learning_rate": trained.lr},
         freeze=trained.freeze_info,
-        head=protocol.head(len(ctx.class_names)),
-        weights=args.weights if args.weights is not None else "none (random init)",
-        preprocessing=ctx.preprocess_text,
-        image_size=args.image_size,
+        head=_head_text(trained.unit, len(ctx.class_names)),
+        weights=_weights_text(trained.unit),
+        preprocessing=trained.unit.preprocess_text,
+        image_size=trained.unit.image_size,
         batch_size=args.batch_size,
         max_epochs=args.epochs,
         early_stopping={
@@ -427,18 +560,24 @@ def _record(ctx, experiment, fold, splits, trained, evaluation, times):
         },
         data={
             **dataset.info,
-            "failed_during_run": {name: len(s.failed) for name, s in seqs.items()},
+            "failed_during_run": {name: len(getattr(s, "failed", ())) for name, s in seqs.items()},
         },
         protocol={"shared": shared, "own": own},
         predictions=evaluation["predictions"],
         **records.environment(),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        feature_cache=trained.feature_cache,
+        precision=args.precision,
     )
 
 
 def _evaluate(ctx, trained, test_idx):
     """Test-set predictions (as stored) and the metrics computed from them."""
-    y_prob, kept = predict_sequence(trained.model, trained.sequences["test"])
+    if trained.features is None:
+        y_prob, kept = predict_sequence(trained.model, trained.sequences["test"])
+    else:  # the suffix on the cached test features: the model in inference mode
+        y_prob = trained.features.predict(test_idx, ctx.args.batch_size)
+        kept = np.arange(len(test_idx))
     y_true = ctx.dataset.labels[test_idx][kept]
     stored = stored_probabilities(y_prob)
     # Per test image: file (relative to the data root), true class, probabilities.
@@ -462,16 +601,20 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         The `records.Record`, also written to ``<out>/records/<slug>_fold<k>.json``.
     """
     prefix = f"[{experiment} | fold {fold}/{len(ctx.dataset.folds)}]"
+    unit = ctx.unit(experiment)
     t_start = time.perf_counter()
     splits = ctx.dataset.split(fold)
     log(
         f"{prefix} train {len(splits[0])}, validation {len(splits[1])}, "
         f"test {len(splits[2])} images"
     )
-    trained = _train(ctx, experiment, fold, splits, prefix)
-    t_test = time.perf_counter()
-    evaluation = _evaluate(ctx, trained, splits[2])
-    test_s = time.perf_counter() - t_test
+    try:
+        trained = _train(ctx, unit, fold, splits, prefix)
+        t_test = time.perf_counter()
+        evaluation = _evaluate(ctx, trained, splits[2])
+        test_s = time.perf_counter() - t_test
+    finally:
+        keras.config.set_dtype_policy("float32")
     times = {
         "total": round(time.perf_counter() - t_start, 2),
         "fit": round(trained.fit_s, 2),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import protocol
+import settings
 
 
 def atomic_write_text(path, text):
@@ -95,23 +96,39 @@ def settings_of(args, data_fingerprint, experiment):
     """
     shared = {
         "data": data_fingerprint,
-        "image_size": args.image_size,
+        "image_size": args.image_size,  # None: every model at its published input side
         "batch_size": args.batch_size,
         "epochs": args.epochs,
         "patience": args.patience,
         "weights": args.weights,
         "preprocessing": args.preprocessing,
         "bn_momentum": args.bn_momentum,
+        "precision": getattr(args, "precision", "float32"),
         "seed": args.seed,
         "val_fraction": protocol.VAL_FRACTION,
         "val_seed": protocol.VAL_SEED,
     }
-    own = {"lr": protocol.learning_rate(experiment, args.lr, args.finetune_lr)}
+    own = {
+        "lr": protocol.learning_rate(experiment, args.lr, args.finetune_lr),
+        "image_size": settings.image_size_for(args, experiment),
+        "weights": protocol.weights_for(experiment, args.weights),
+    }
+    if _float16_cache(args, experiment):  # a float32 cache gives the uncached run's records
+        own["feature_cache_dtype"] = "float16"
     if experiment == "freeze+attention":
         own["alpha"] = args.alpha
         if args.alpha == "estimate":
             own["mc_samples"] = args.mc_samples
     return shared, own
+
+
+def _float16_cache(args, experiment):
+    """Whether ``experiment`` trains on a float16 feature cache (`cached_features.wanted`)."""
+    return (
+        experiment in protocol.FEATURE_CACHE_EXPERIMENTS
+        and getattr(args, "feature_cache", "off") != "off"
+        and getattr(args, "feature_cache_dtype", "float32") == "float16"
+    )
 
 
 @dataclasses.dataclass
@@ -158,6 +175,11 @@ class Record:
     finished: str
     schema: int = protocol.RECORD_SCHEMA
     status: str = "complete"
+    # Added with --feature-cache: {"used", "reason", "dtype", "bytes", "build_s", "reused",
+    # "cut"}; None in records written before it (they stay valid).
+    feature_cache: dict | None = None
+    # Added with --precision (Keras dtype policy); records written before it are float32.
+    precision: str = "float32"
 
     # JSON key order of the files written so far (schema and status first).
     _FIRST = ("schema", "status")
@@ -183,10 +205,11 @@ class Record:
             return None
         if obj.get("schema") != protocol.RECORD_SCHEMA:
             return None
-        names = [f.name for f in dataclasses.fields(cls)]
-        if any(name not in obj for name in names):
+        fields = dataclasses.fields(cls)
+        required = [f.name for f in fields if f.default is dataclasses.MISSING]
+        if any(name not in obj for name in required):
             return None
-        return cls(**{name: obj[name] for name in names})
+        return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
 
     def made_with(self, shared, own) -> bool:
         """Whether the record was made with these settings (see `settings_of`)."""
@@ -233,3 +256,62 @@ class RecordStore:
         for recs in by_exp.values():
             recs.sort(key=lambda r: r.fold)
         return by_exp
+
+
+def _differences(a, b):
+    """Keys whose values differ between two flat dicts (a missing key counts)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def merge_records(folders):
+    """The complete records of several output folders, checked to be one protocol.
+
+    For `reproduce.py report`: the shards of one plan (``--shard K/N`` on several machines)
+    each write their own ``records/``; their union is one run if every record was made with
+    the same shared settings (`settings_of`: data fingerprint, folds, epochs, weights, ...).
+
+    Args:
+        folders: output folders (each with a ``records/`` sub-folder).
+
+    Returns:
+        ``(records, shared)``: the records sorted by experiment (Table 1's order) and fold, and
+        their common shared settings.
+
+    Raises:
+        ValueError: no complete record; records made with different shared settings (naming
+            the settings and the folders); one (experiment, fold) in two folders with
+            different results.
+    """
+    seen, first = {}, None
+    for folder in folders:
+        store = RecordStore(folder)
+        for path in sorted(store.folder.glob("*.json")):
+            rec = store.load(path)
+            if rec is None:
+                continue
+            shared = rec.protocol.get("shared", {})
+            if first is None:
+                first = (shared, path)
+            elif shared != first[0]:
+                keys = ", ".join(_differences(shared, first[0]))
+                raise ValueError(
+                    "Expected records of one protocol and data set. Received: "
+                    f"{first[1]} and {path} differ in {keys}; report them separately"
+                )
+            _add_unique(seen, rec, path)
+    if first is None:
+        raise ValueError(f"Expected complete records in {[str(f) for f in folders]}: found none")
+    order = {e: i for i, e in enumerate(protocol.EXPERIMENTS)}
+    merged = sorted(seen.values(), key=lambda rp: (order.get(rp[0].experiment, 99), rp[0].fold))
+    return [rec for rec, _ in merged], first[0]
+
+
+def _add_unique(seen, rec, path):
+    """Adds ``rec`` to ``seen``; the same unit twice must hold the same test predictions."""
+    key = (rec.experiment, rec.fold)
+    if key in seen and seen[key][0].predictions != rec.predictions:
+        raise ValueError(
+            f"Expected each experiment x fold once. Received: {rec.experiment} fold "
+            f"{rec.fold} in {seen[key][1]} and in {path} with different results; remove one"
+        )
+    seen.setdefault(key, (rec, path))

@@ -62,6 +62,7 @@ CSV_COLUMNS = (
         "data_source",
         "backend",
         "weights",
+        "preprocessing",
         "image_size",
         "epochs_run",
         "time_s",
@@ -81,6 +82,7 @@ def _csv_row(r):
         r.data["source"],
         r.backend,
         r.weights,
+        r.preprocessing,
         r.image_size,
         r.epochs_run,
         r.time_s["total"],
@@ -111,16 +113,24 @@ def write_results_csv(out, by_exp):
 # --------------------------------------------------------------------------------------
 # Tables 1 and 2
 # --------------------------------------------------------------------------------------
-def _context_md(r, synthetic):
-    d = r.data
+def _one_or_per_model(recs, field, unit=""):
+    """``field``'s value if every record shares it, else a pointer to the per-model values."""
+    values = {str(getattr(r, field)) for r in recs}
+    if len(values) == 1:
+        return values.pop() + unit
+    return "per model (results.csv)"
+
+
+def _context_md(recs, synthetic):
+    r, d = recs[0], recs[0].data
     lines = [
         f"Data: {d['source']} ({d['root']}), {d['n_used']} images, {d['folds_source']}; "
         f"{d['n_corrupt']} corrupt/unreadable and {d['n_missing']} missing file(s) skipped.",
-        f"Protocol: {r.image_size} px, batch {r.batch_size}, at most {r.max_epochs} "
-        f"epochs with EarlyStopping(val_loss, patience {r.early_stopping['patience']}), "
-        f"weights {r.weights}, preprocessing {r.preprocessing}, BatchNorm momentum "
-        f"{r.freeze.get('bn_momentum') or 'as built (0.999)'}; Keras {r.keras_version} "
-        f"on {r.backend}.",
+        f"Protocol: input side {_one_or_per_model(recs, 'image_size', ' px')}, batch "
+        f"{r.batch_size}, at most {r.max_epochs} epochs with EarlyStopping(val_loss, patience "
+        f"{r.early_stopping['patience']}), weights {_one_or_per_model(recs, 'weights')}, "
+        f"preprocessing {_one_or_per_model(recs, 'preprocessing')}, BatchNorm momentum "
+        f"{r.freeze.get('bn_momentum') or 'as built'}; Keras {r.keras_version} on {r.backend}.",
     ]
     if synthetic:
         lines.append("Every number below was measured on SYNTHETIC data.")
@@ -134,8 +144,9 @@ def _table_rows(by_exp, synthetic, average, paper_row):
         if not recs:
             continue
         folds = ",".join(str(r.fold) for r in recs) if average == "macro" else str(len(recs))
-        title = protocol.EXPERIMENT_TITLES[exp]
-        cells = [title, "ours" + (" (synthetic)" if synthetic else ""), folds]
+        # Our row's label is the record's (it says when Inception-V3 did not start from
+        # ImageNet); the paper's row keeps the paper's label.
+        cells = [recs[0].title, "ours" + (" (synthetic)" if synthetic else ""), folds]
         for m in METRICS:
             mu, sd = mean_std([r.metrics[average][m] for r in recs])
             one_fold_macro = average == "macro" and len(recs) == 1
@@ -143,6 +154,7 @@ def _table_rows(by_exp, synthetic, average, paper_row):
         text += "| " + " | ".join(cells) + " |\n"
         paper = paper_row(exp)
         if paper is not None:
+            title = protocol.EXPERIMENT_TITLES[exp]
             text += "| " + " | ".join([title, "paper", *paper]) + " |\n"
     return text
 
@@ -163,12 +175,12 @@ def _classes_md(class_names):
 def _write_table(out, filename, title, note, by_exp, synthetic, average, paper_row, class_names):
     """Writes one results table: our rows (mean ± std over folds), then the paper's rows
     when the classes are the paper's. ``note`` is (text on ours, text on the paper's rows)."""
-    any_rec = next((r for e in EXPERIMENTS for r in by_exp[e]), None)
+    recs = [r for e in EXPERIMENTS for r in by_exp[e]]
     if synthetic:
         title += " (SYNTHETIC DATA)"
     text = title + "\n\n" + _banner_md(synthetic)
-    if any_rec is not None:
-        text += _context_md(any_rec, synthetic)
+    if recs:
+        text += _context_md(recs, synthetic)
     ours, paper = note
     if is_paper_classes(class_names):
         text += f"{ours} {paper}\n\n"
@@ -203,7 +215,7 @@ def write_table1(out, by_exp, synthetic, class_names=protocol.CLASS_NAMES):
     return _write_table(
         out,
         "table1_macro.md",
-        "# Table 1: macro-averaged test metrics, MobileNetV2 rows",
+        "# Table 1: macro-averaged test metrics",
         (
             "Ours: mean over the folds run (± sample std when more than one fold).",
             "Paper: Table 1 of Roy & Khurana (ACM SAC 2023), Kaggle COVID-19 Radiography Database.",

@@ -1,11 +1,15 @@
 #!/usr/bin/env python
-"""Reproduce the MobileNetV2 rows of Tables 1 and 2 of Roy & Khurana (ACM SAC 2023).
+"""Reproduce Tables 1 and 2 of Roy & Khurana (ACM SAC 2023).
 
 "Mobile Freeze-Net with Attention-based Loss Function for Covid-19 Detection from an
 Imbalanced CXR Dataset" (https://doi.org/10.1145/3555776.3577825).
 
-Four experiments, each on one or more cross-validation folds:
+Table 1's eight rows, each on one or more cross-validation folds:
 
+* ``covid-net``, ``covid-lite``  Covid-Net and Covid-Lite, trained from scratch (`models.py`).
+* ``inception-v3``      Inception-V3, every layer trained (ImageNet weights with
+                        ``--weights imagenet``, else random init, labelled so).
+* ``resnet18-cwbce``    ResNet-18 from scratch with ``keras_freeze.CustomWeightedBalancedCCE``.
 * ``finetune``          ImageNet MobileNetV2, every layer trained (100% fine-tuning).
 * ``freeze``            Mobile Freeze-Net: the first 50% of the backbone's layers frozen
                         (``keras_freeze.freeze_fraction(base, 0.5)`` = ``base.layers[:77]``).
@@ -14,20 +18,26 @@ Four experiments, each on one or more cross-validation folds:
                         alpha estimated by ``keras_freeze.estimate_class_attention`` on the
                         training split of each fold (or the paper's published alpha).
 
-Head (as in the paper): ``GlobalMaxPooling2D -> Dense(4, softmax)`` (one unit per class).
+MobileNetV2's and Inception-V3's head (as in the paper): ``GlobalMaxPooling2D -> Dense(4,
+softmax)`` (one unit per class); the other three keep their published heads.
 
 ``--data-dir`` may also be any folder of two or more class sub-folders (names from the
 folders); the tables then show those classes and no paper rows.
 
 Without ``--data-dir`` the script runs its *embedded default*: it generates a small
 synthetic, CXR-like data set in the Kaggle layout (no download) and trains with a reduced
-budget so that all four experiments finish in minutes on a CPU.  Those numbers say nothing
+budget so that all eight experiments finish in minutes on a CPU.  Those numbers say nothing
 about the paper's claims on real radiographs; every output file says the data are synthetic.
 
 With ``--data-dir`` pointing at the Kaggle "COVID-19 Radiography Database" the defaults are
-the paper's protocol: 224 px, batch 8, Adam 1e-4 (1e-5 for ``finetune``, as in the authors'
-full fine-tuning notebook), EarlyStopping(val_loss, patience 5, best weights restored),
-10 folds, ImageNet weights, inputs rescaled by 1/255.
+the paper's protocol: each model at its published input side (MobileNetV2 224 px), batch 8,
+Adam 1e-4 (1e-5 for ``finetune``, as in the authors' full fine-tuning notebook),
+EarlyStopping(val_loss, patience 5, best weights restored), 10 folds, ImageNet weights,
+inputs rescaled by 1/255.
+
+``--jobs N`` runs N units at once in separate processes, ``--shard K/N`` one shard of the plan
+(e.g. a Slurm job array), ``reproduce.py report DIR [DIR ...] --out DIR`` merges the output
+folders, ``--precision mixed_float16`` trains in mixed precision (`scheduler.py`).
 
 Run ``python examples/covid_cxr/reproduce.py --help`` for every option.  The script is a
 plain user of the ``keras_freeze`` library; the library never imports it.
@@ -36,6 +46,7 @@ plain user of the ``keras_freeze`` library; the library never imports it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 import time
@@ -74,15 +85,16 @@ def _paragraphs(text, width=88):
 
 
 DESCRIPTION = _paragraphs(
-    "Reproduce the MobileNetV2 rows of Tables 1 and 2 of Roy & Khurana, 'Mobile "
+    "Reproduce Tables 1 and 2 of Roy & Khurana, 'Mobile "
     "Freeze-Net with Attention-based Loss Function for Covid-19 Detection from an "
     "Imbalanced CXR Dataset' (ACM SAC 2023) with keras_freeze.\n\n"
     "Without --data-dir this runs the EMBEDDED DEFAULT: a SYNTHETIC, generated "
     "CXR-like data set (no download) with a reduced budget ({image_size} px, {epochs} "
     "epochs, fold 1 of {n_folds}, {n_images} images, offline torchvision weights, "
-    "BatchNorm momentum {bn_momentum}) so that all four experiments finish "
+    "BatchNorm momentum {bn_momentum}) so that all eight experiments finish "
     "in minutes on a CPU. Synthetic results say nothing about the paper's claims.\n\n"
-    "With --data-dir the defaults are the paper's protocol: 224 px, batch 8, Adam 1e-4 "
+    "With --data-dir the defaults are the paper's protocol: each model at its published "
+    "input side (MobileNetV2 224 px), batch 8, Adam 1e-4 "
     "(1e-5 for finetune), EarlyStopping(val_loss, patience 5, best weights restored), "
     "10 folds, ImageNet weights, inputs rescaled by 1/255.".format(**EMBEDDED_DEFAULTS)
 )
@@ -158,7 +170,10 @@ def _add_plan_arguments(p):
         default=list(EXPERIMENTS),
         choices=list(EXPERIMENTS),
         metavar="NAME",
-        help="experiments to run, any of: " + ", ".join(EXPERIMENTS) + ". Default: all four.",
+        help="experiments to run, any of: " + ", ".join(EXPERIMENTS) + " (Table 1's rows: "
+        "Covid-Net, Covid-Lite, Inception-V3, ResNet-18 with the class-weighted BCE, then "
+        "MobileNetV2 fine-tuned, 50%% frozen, 50%% stochastically frozen, 50%% frozen with the "
+        "attention loss). Default: all eight, in Table 1's order.",
     )
     p.add_argument(
         "--folds",
@@ -187,8 +202,10 @@ def _add_model_arguments(p):
         metavar="N",
         type=int,
         default=None,
-        help=f"input side in pixels. Default: {PROTOCOL_DEFAULTS['image_size']} with --data-dir "
-        f"(the paper), {EMBEDDED_DEFAULTS['image_size']} for the embedded default.",
+        help="input side in pixels of every model. Default with --data-dir: each model's "
+        "published input side (Covid-Net 480, Covid-Lite 224, Inception-V3 299, ResNet-18 and "
+        f"MobileNetV2 224); {EMBEDDED_DEFAULTS['image_size']} for the embedded default. "
+        "Inception-V3 needs 75 or more.",
     )
     p.add_argument(
         "--epochs",
@@ -304,8 +321,9 @@ def _add_runtime_arguments(p):
         metavar="DIR",
         type=Path,
         default=None,
-        help="embedded default only: where the synthetic data set is generated and cached. "
-        "Default: $KERAS_FREEZE_CACHE or ~/.cache/keras_freeze.",
+        help="where the embedded default's synthetic data set is generated and cached "
+        "(default: $KERAS_FREEZE_CACHE or ~/.cache/keras_freeze), and where --feature-cache "
+        "keeps its files (default: under --out).",
     )
     p.add_argument(
         "--workers",
@@ -315,9 +333,67 @@ def _add_runtime_arguments(p):
         help="image decoding threads of the input pipeline. Default: the number of CPUs (max 8).",
     )
     p.add_argument(
+        "--feature-cache",
+        choices=list(protocol.FEATURE_CACHE_MODES),
+        default="auto",
+        help="train the ordered-freeze experiments (freeze, freeze+attention) on the frozen "
+        "prefix's features, computed once per run by keras_freeze.cache_features and shared by "
+        "every fold and both experiments when the frozen weights are equal (pretrained weights); "
+        "stored under --cache-dir (else --out)/feature_cache. 'auto': for those two experiments, "
+        "never for finetune or stochastic (nothing to cache); 'on': the same, but refused with "
+        "other experiments selected; 'off': never. Default: %(default)s.",
+    )
+    p.add_argument(
+        "--feature-cache-dtype",
+        choices=list(protocol.FEATURE_CACHE_DTYPES),
+        default="float32",
+        help="storage dtype of the feature cache: float32 (the uncached run's features "
+        "exactly: the same records as --feature-cache off) or float16 (half the size; rounding "
+        "the features changes the training run). Default: %(default)s.",
+    )
+    _add_scale_arguments(p)
+    p.add_argument(
         "--verbose",
         action="store_true",
         help="also print Keras' own per-epoch lines (verbose=2).",
+    )
+
+
+def _add_scale_arguments(p):
+    """Precision, concurrent units and shards."""
+    p.add_argument(
+        "--precision",
+        choices=list(protocol.PRECISIONS),
+        default="float32",
+        help="Keras dtype policy of every model: float32, or mixed precision (float16 or "
+        "bfloat16 compute, float32 variables; the losses compute in float32). Default: "
+        "%(default)s.",
+    )
+    p.add_argument(
+        "--jobs",
+        metavar="N",
+        type=int,
+        default=1,
+        help="run N (experiment, fold) units at once, each in its own process with 1/N of the "
+        "CPU threads (GPU memory allocated on demand), logs in --out/logs/. A failing unit does "
+        "not stop the others; Ctrl-C stops all, and a rerun resumes. Default: %(default)s.",
+    )
+    p.add_argument(
+        "--threads",
+        metavar="N",
+        type=int,
+        default=None,
+        help="CPU threads of each unit (TensorFlow, PyTorch, OpenMP). A unit's numbers depend "
+        "on it, not on --jobs: with the same --threads, --jobs N gives exactly the records of "
+        "--jobs 1. Default: every CPU with --jobs 1, the CPUs divided by N with --jobs N.",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        default=None,
+        help="run only shard K of N of the plan (unit i of the plan goes to shard i %% N + 1), "
+        "e.g. one per task of a Slurm job array; merge the output folders with "
+        "'reproduce.py report DIR [DIR ...] --out DIR'. Default: the whole plan.",
     )
 
 
@@ -332,7 +408,7 @@ def _embedded_banner():
     log("=" * 78)
 
 
-def _write_run_config(out, args, argv, dataset, preprocess_text, env):
+def _write_run_config(out, args, argv, dataset, units, env):
     records.atomic_write_json(
         out / "run_config.json",
         {
@@ -340,45 +416,133 @@ def _write_run_config(out, args, argv, dataset, preprocess_text, env):
             "note": protocol.SYNTHETIC_BANNER if dataset.synthetic else "real data",
             "command": [sys.executable, *sys.argv] if argv is None else ["reproduce.py", *argv],
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "preprocessing": preprocess_text,
+            "units": {
+                e: {
+                    "title": u.title,
+                    "image_size": u.image_size,
+                    "weights": u.weights,
+                    "preprocessing": u.preprocess_text,
+                }
+                for e, u in units.items()
+            },
             "data": dataset.info,
             **env,
         },
     )
 
 
-def _run_units(ctx, folds, shared):
-    """Runs every (experiment, fold) unit not already complete; returns (done, skipped)."""
-    import experiment
-    import report
-
+def _pending(ctx, units):
+    """The units without a complete record made with the run's settings, and how many had one."""
     args, store = ctx.args, ctx.store
-    todo = [(e, k) for k in folds for e in args.experiments]
-    log(
-        f"[plan] {len(args.experiments)} experiment(s) x {len(folds)} fold(s): "
-        f"experiments {', '.join(args.experiments)}; folds {folds}"
-    )
-    done = skipped = 0
     fingerprint = ctx.dataset.fingerprint()
-    for i, (exp, fold) in enumerate(todo, 1):
+    todo = []
+    for exp, fold in units:
         shared_e, own = records.settings_of(args, fingerprint, exp)
         path = store.path(exp, fold)
         rec = store.load(path)
         if rec is not None and rec.made_with(shared_e, own):
-            log(f"[{i}/{len(todo)}] {exp} fold {fold}: already complete in {path}, skipped")
-            skipped += 1
+            log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")
             continue
         if rec is not None:
-            log(f"[{i}/{len(todo)}] {exp} fold {fold}: record made with other settings, re-running")
-        log(f"[{i}/{len(todo)}] {exp} fold {fold}")
-        experiment.run_one(ctx, exp, fold)
-        done += 1
-        # Refresh the tables after every record so an interrupted run still has them.
+            log(f"[plan] {exp} fold {fold}: record made with other settings, re-running")
+        todo.append((exp, fold))
+    return todo, len(units) - len(todo)
+
+
+def _run_units(ctx, folds, shared):
+    """Runs the plan's (or shard's) units not yet complete; returns (done, skipped, failed)."""
+    import report
+    import scheduler
+
+    args = ctx.args
+    units = scheduler.plan(args.experiments, folds, args.shard)
+    shard = (
+        ""
+        if args.shard is None
+        else f", shard {args.shard[0]}/{args.shard[1]}: {len(units)} unit(s)"
+    )
+    log(
+        f"[plan] {len(args.experiments)} experiment(s) x {len(folds)} fold(s){shard}: "
+        f"experiments {', '.join(args.experiments)}; folds {folds}"
+    )
+    todo, skipped = _pending(ctx, units)
+
+    def refresh():  # the tables after every record, so an interrupted run still has them
         report.write_reports(ctx.out, shared, ctx.dataset.synthetic, ctx.class_names)
-    return done, skipped
+
+    if args.jobs > 1 and len(todo) > 1:
+        log(f"[jobs] {len(todo)} unit(s), {args.jobs} at a time, each in its own process")
+        done, failed = scheduler.run_parallel(ctx, todo, args.jobs, refresh)
+    else:
+        done, failed = scheduler.run_serial(ctx, todo, refresh)
+    return done, skipped, failed
+
+
+def _limit_threads(threads):
+    """``--threads`` in this process: environment for a backend not yet started, and torch's."""
+    import scheduler
+
+    os.environ.update(scheduler.process_settings(threads))
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def build_report_parser():
+    """The parser of ``reproduce.py report DIR [DIR ...] --out DIR``."""
+    p = _Parser(
+        prog="reproduce.py report",
+        formatter_class=_HelpFormatter,
+        description=_paragraphs(
+            "Rebuild results.csv, Tables 1 and 2, the attention summary and the figures from "
+            "the records of one or more output folders (e.g. the shards of one plan run with "
+            "--shard K/N on several machines). Refuses records of different protocols or data."
+        ),
+    )
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="output folders to merge.")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="folder of the merged reports."
+    )
+    return p
+
+
+def report_main(argv):
+    """``reproduce.py report``: merges the records of several folders into one report."""
+    parser = build_report_parser()
+    args = parser.parse_args(argv)
+    try:
+        for d in args.dirs:
+            _check_folder_exists(d)
+        recs, shared = records.merge_records(args.dirs)
+    except ValueError as e:
+        parser.error(str(e))
+    import report
+
+    store = records.RecordStore(args.out)
+    for rec in recs:
+        store.save(rec)
+    for d in args.dirs:  # the estimated attention of each fold, for attention.md
+        for path in sorted((Path(d) / "attention").glob("fold*.json")):
+            records.atomic_write_text(args.out / "attention" / path.name, path.read_text())
+    synthetic = any(r.synthetic for r in recs)
+    class_names = list(recs[0].metrics["per_class"])
+    log(report.write_reports(args.out, shared, synthetic, class_names))
+    log(f"[report] {len(recs)} record(s) from {len(args.dirs)} folder(s) merged into {args.out}")
+    return 0
+
+
+def _check_folder_exists(path):
+    if not (Path(path) / "records").is_dir():
+        raise ValueError(
+            f"Expected an output folder of reproduce.py (with records/). Received: {str(path)!r}"
+        )
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -394,6 +558,8 @@ def main(argv=None):
     if args.embedded:
         _embedded_banner()
 
+    if args.threads is not None:  # this process trains too when one unit is left
+        _limit_threads(args.threads)
     # Imported after argument parsing so that --help is fast (they import Keras).
     import dataset as dataset_module
     import experiment
@@ -414,24 +580,28 @@ def main(argv=None):
     except OSError as e:
         parser.error(f"Expected --out to be a folder one can create. Received: out={out} ({e})")
 
-    preprocess, preprocess_text = experiment.preprocessing_of(args)
-    factory = experiment.BackboneFactory(args.weights, args.image_size)
-    ctx = experiment.RunContext(
-        args, dataset, factory, preprocess, preprocess_text, out, records.RecordStore(out)
-    )
+    factory = experiment.BackboneFactory(args.weights)
+    ctx = experiment.RunContext(args, dataset, factory, out, records.RecordStore(out))
     shared, _ = records.settings_of(args, dataset.fingerprint(), EXPERIMENTS[0])
-    _write_run_config(out, args, argv, dataset, preprocess_text, env)
+    units = {e: ctx.unit(e) for e in args.experiments}
+    _write_run_config(out, args, argv, dataset, units, env)
 
-    done, skipped = _run_units(ctx, folds, shared)
+    try:
+        done, skipped, failed = _run_units(ctx, folds, shared)
+    except KeyboardInterrupt:
+        log("[stopped] interrupted; rerun the same command to resume from the records written")
+        return 130
     table1 = report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
     log("")
     log(table1)
     total = time.perf_counter() - t0
     log(
-        f"[done] {done} run(s), {skipped} skipped (already complete); {total:.0f} s in all. "
-        f"Outputs in {out}" + ("  [SYNTHETIC DATA]" if dataset.synthetic else "")
+        f"[done] {done} run(s), {skipped} skipped (already complete)"
+        + (f", {len(failed)} FAILED: {failed}" if failed else "")
+        + f"; {total:.0f} s in all. Outputs in {out}"
+        + ("  [SYNTHETIC DATA]" if dataset.synthetic else "")
     )
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

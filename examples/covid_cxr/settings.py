@@ -11,7 +11,7 @@ Example:
     ...     patience=5, n_images=80, experiments=["freeze", "finetune"], workers=1, seed=0)
     >>> args = settings.resolve_settings(args)
     >>> args.embedded, args.image_size, args.bn_momentum, args.experiments
-    (True, 64, None, ['finetune', 'freeze'])
+    (True, 80, None, ['finetune', 'freeze'])
 """
 
 from __future__ import annotations
@@ -20,8 +20,16 @@ import math
 import os
 from pathlib import Path
 
+import scheduler
+from protocol import ARCHITECTURES
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
+from protocol import FEATURE_CACHE_DTYPES
+from protocol import FEATURE_CACHE_EXPERIMENTS
+from protocol import FEATURE_CACHE_MODES
+from protocol import INPUT_SIZES
+from protocol import MIN_SIZES
+from protocol import PRECISIONS
 from protocol import PROTOCOL_DEFAULTS
 
 _MINIMUMS = (
@@ -125,6 +133,80 @@ def _check_folder(flag, value, *, must_exist):
         raise ValueError(f"Expected {flag} in a writable place. {received} ({target} is read-only)")
 
 
+def _check_feature_cache(args):
+    """``--feature-cache`` and its dtype; ``on`` only with experiments that can use the cache.
+
+    ``on`` with finetune or stochastic is refused here, up front (they have no frozen prefix:
+    finetune trains every layer, stochastic freezes layers all through the network); ``auto``
+    simply trains those without the cache.
+    """
+    args.feature_cache = getattr(args, "feature_cache", "auto")
+    args.feature_cache_dtype = getattr(args, "feature_cache_dtype", "float32")
+    if args.feature_cache not in FEATURE_CACHE_MODES:
+        raise ValueError(
+            f"Expected --feature-cache in {FEATURE_CACHE_MODES}. "
+            f"Received: feature_cache={args.feature_cache!r}"
+        )
+    if args.feature_cache_dtype not in FEATURE_CACHE_DTYPES:
+        raise ValueError(
+            f"Expected --feature-cache-dtype in {FEATURE_CACHE_DTYPES}. "
+            f"Received: feature_cache_dtype={args.feature_cache_dtype!r}"
+        )
+    bad = [e for e in args.experiments if e not in FEATURE_CACHE_EXPERIMENTS]
+    if args.feature_cache == "on" and bad:
+        raise ValueError(
+            "Expected --feature-cache on only with the ordered-freeze experiments (freeze, "
+            f"freeze+attention). Received: experiments {bad}, which have no frozen prefix to "
+            "cache; use --feature-cache auto, or --experiments freeze freeze+attention"
+        )
+
+
+def image_size_for(args, experiment):
+    """Input side of ``experiment``: ``--image-size`` if set, else its published input size.
+
+    Example:
+        >>> import argparse
+        >>> image_size_for(argparse.Namespace(image_size=None), "covid-net")
+        480
+        >>> image_size_for(argparse.Namespace(image_size=96), "inception-v3")
+        96
+    """
+    if args.image_size is not None:
+        return args.image_size
+    return INPUT_SIZES[ARCHITECTURES[experiment]]
+
+
+def _check_sizes(args):
+    """An explicit ``--image-size`` must suit every selected architecture."""
+    for experiment in args.experiments:
+        low = MIN_SIZES.get(ARCHITECTURES[experiment], 0)
+        if image_size_for(args, experiment) < low:
+            raise ValueError(
+                f"Expected --image-size >= {low} for {experiment} (its smallest input). "
+                f"Received: image_size={args.image_size}; drop {experiment} from --experiments "
+                f"or use --image-size {low} or more"
+            )
+
+
+def _check_scale(args):
+    """``--precision``, ``--jobs`` and ``--shard`` (parsed to ``(K, N)``)."""
+    args.precision = getattr(args, "precision", "float32")
+    if args.precision not in PRECISIONS:
+        raise ValueError(
+            f"Expected --precision in {PRECISIONS}. Received: precision={args.precision!r}"
+        )
+    args.jobs = getattr(args, "jobs", 1)
+    if args.jobs < 1:
+        raise ValueError(f"Expected --jobs >= 1. Received: jobs={args.jobs}")
+    shard = getattr(args, "shard", None)
+    args.shard = None if shard is None else scheduler.parse_shard(shard)
+    args.threads = getattr(args, "threads", None)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"Expected --threads >= 1. Received: threads={args.threads}")
+    if args.threads is None and args.jobs > 1:
+        args.threads = scheduler.default_threads(args.jobs)
+
+
 def check_paths(args):
     """Checks the paths of the command line before any data are read or generated.
 
@@ -171,6 +253,9 @@ def resolve_settings(args):
     _check_ranges(args)
     # Keep the order of EXPERIMENTS, drop duplicates.
     args.experiments = [e for e in EXPERIMENTS if e in set(args.experiments)]
+    _check_feature_cache(args)
+    _check_sizes(args)
+    _check_scale(args)
     if args.workers is None:
         args.workers = max(1, min(8, os.cpu_count() or 1))
     return args

@@ -1,0 +1,249 @@
+"""Scaling the example's protocol: --shard, --jobs, --threads, --precision and `report`.
+
+The unit processes of `scheduler.run_parallel` are tested with small stand-in targets (no
+Keras: they write to their log, sleep or fail), the whole command in the slow tests.
+tests/conftest.py puts examples/covid_cxr on sys.path.
+"""
+
+import _thread
+import argparse
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import protocol
+import pytest
+import records
+import reproduce
+import scheduler
+from hypothesis import given
+from hypothesis import strategies as st
+
+
+# --------------------------------------------------------------------------------------
+# The plan and its shards
+# --------------------------------------------------------------------------------------
+@given(
+    experiments=st.lists(st.sampled_from(protocol.EXPERIMENTS), min_size=1, unique=True),
+    folds=st.lists(st.integers(1, 10), min_size=1, max_size=10, unique=True),
+    n=st.integers(1, 12),
+)
+def test_shards_partition_the_plan(experiments, folds, n):
+    units = scheduler.plan(experiments, folds)
+    assert units == [(e, k) for k in folds for e in experiments]
+    shards = [scheduler.plan(experiments, folds, shard=(k, n)) for k in range(1, n + 1)]
+    assert sorted(u for s in shards for u in s) == sorted(units)  # every unit exactly once
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
+    assert shards[0] == units[::n]  # deterministic: unit i goes to shard i % n + 1
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "2", "a/b", "1/0", "-1/3", "1/2/3"])
+def test_a_bad_shard_is_refused_up_front(text, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main([f"--shard={text}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"Received: shard={text!r}" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--jobs", "0"], "Expected --jobs >= 1. Received: jobs=0"),
+        (["--threads", "0"], "Expected --threads >= 1. Received: threads=0"),
+        (["--precision", "float64"], "--precision"),
+    ],
+)
+def test_bad_scale_options_are_refused_up_front(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_threads_default_to_the_cpus_shared_out():
+    parse = reproduce.build_parser().parse_args
+    assert reproduce.resolve_settings(parse([])).threads is None  # --jobs 1: every CPU
+    two = reproduce.resolve_settings(parse(["--jobs", "2"]))
+    assert two.threads == max(1, (os.cpu_count() or 1) // 2)
+    assert scheduler.default_threads(3, cpus=16) == 5 and scheduler.default_threads(4, cpus=2) == 1
+    env = scheduler.process_settings(3)
+    assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "3"
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+# --------------------------------------------------------------------------------------
+# Unit processes (stand-in targets: spawned children import this module, not Keras)
+# --------------------------------------------------------------------------------------
+def _stand_in(args, dataset, exp, fold):
+    print(f"[{exp} | fold {fold}] started, threads {os.environ['OMP_NUM_THREADS']}", flush=True)
+    if exp == "fail":
+        raise RuntimeError("this unit fails")
+    time.sleep(args.sleep)
+    print(f"[{exp} | fold {fold}] finished", flush=True)
+
+
+def _context(tmp_path, sleep):
+    args = argparse.Namespace(sleep=sleep, threads=1, workers=2)
+    return argparse.Namespace(args=args, dataset=None, out=tmp_path)
+
+
+def test_a_failing_unit_does_not_stop_the_others(tmp_path, capsys):
+    ctx = _context(tmp_path, sleep=0.5)
+    finished = []
+    todo = [("a", 1), ("fail", 1), ("b", 1)]
+    done, failed = scheduler.run_parallel(
+        ctx, todo, 2, lambda: finished.append(1), target=_stand_in
+    )
+    assert (done, failed, len(finished)) == (2, [("fail", 1)], 2)
+    out = capsys.readouterr().out
+    for exp in ("a", "b"):  # every unit's progress lines are shown
+        assert f"[{exp} | fold 1] started, threads 1" in out and f"[{exp} | fold 1] finished" in out
+    assert "[jobs] fail fold 1 FAILED (exit code 1)" in out
+    assert "RuntimeError: this unit fails" in (tmp_path / "logs" / "fail_fold1.log").read_text()
+
+
+def test_ctrl_c_stops_every_unit_process(tmp_path):
+    ctx = _context(tmp_path, sleep=60)
+    logs = tmp_path / "logs"
+
+    def interrupt_when_both_started():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            texts = [p.read_text() for p in logs.glob("*.log")] if logs.exists() else []
+            if sum("started" in t for t in texts) == 2:
+                break
+            time.sleep(0.1)
+        _thread.interrupt_main()  # what Ctrl-C does to the parent
+
+    threading.Thread(target=interrupt_when_both_started, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run_parallel(
+            ctx, [("a", 1), ("b", 1), ("c", 1)], 2, lambda: None, target=_stand_in
+        )
+    assert time.monotonic() - t0 < 40  # not the 60 s the units would sleep
+    texts = {p.stem: p.read_text() for p in logs.glob("*.log")}
+    assert sorted(texts) == ["a_fold1", "b_fold1"]  # c never started
+    assert all("finished" not in t for t in texts.values())
+
+
+# --------------------------------------------------------------------------------------
+# reproduce.py report: merging output folders
+# --------------------------------------------------------------------------------------
+def _write_record(folder, experiment, fold, shared, predictions):
+    obj = {name: None for name in records.Record.__dataclass_fields__}
+    obj.update(
+        schema=protocol.RECORD_SCHEMA,
+        status="complete",
+        experiment=experiment,
+        fold=fold,
+        protocol={"shared": shared, "own": {}},
+        predictions=predictions,
+    )
+    records.atomic_write_json(records.RecordStore(folder).path(experiment, fold), obj)
+
+
+def test_merge_takes_the_union_in_table_order(tmp_path):
+    shared = {"data": "abc", "epochs": 3}
+    _write_record(tmp_path / "s1", "freeze", 2, shared, {"y": [1]})
+    _write_record(tmp_path / "s2", "covid-net", 1, shared, {"y": [2]})
+    _write_record(tmp_path / "s2", "freeze", 1, shared, {"y": [3]})
+    _write_record(tmp_path / "s3", "freeze", 2, shared, {"y": [1]})  # the same unit again
+    recs, got = records.merge_records([tmp_path / s for s in ("s1", "s2", "s3")])
+    assert [(r.experiment, r.fold) for r in recs] == [
+        ("covid-net", 1),
+        ("freeze", 1),
+        ("freeze", 2),
+    ]
+    assert got == shared
+
+
+def test_merge_refuses_other_protocols_and_conflicts(tmp_path):
+    _write_record(tmp_path / "a", "freeze", 1, {"data": "abc", "epochs": 3}, {"y": [1]})
+    _write_record(tmp_path / "b", "freeze", 2, {"data": "xyz", "epochs": 3}, {"y": [1]})
+    with pytest.raises(ValueError, match="differ in data; report them separately"):
+        records.merge_records([tmp_path / "a", tmp_path / "b"])
+    _write_record(tmp_path / "c", "freeze", 1, {"data": "abc", "epochs": 3}, {"y": [0]})
+    with pytest.raises(ValueError, match="freeze fold 1 in .* with different results"):
+        records.merge_records([tmp_path / "a", tmp_path / "c"])
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    with pytest.raises(ValueError, match="found none"):
+        records.merge_records([tmp_path / "empty"])
+
+
+def test_report_command_refuses_with_one_line(tmp_path, capsys):
+    _write_record(tmp_path / "a", "freeze", 1, {"data": "abc"}, {"y": [1]})
+    _write_record(tmp_path / "b", "freeze", 2, {"data": "xyz"}, {"y": [1]})
+    for dirs in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "nope"]):
+        with pytest.raises(SystemExit) as e:
+            reproduce.main(["report", *map(str, dirs), "--out", str(tmp_path / "out")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("reproduce.py report: error: Expected") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------
+# End to end (subprocesses that train)
+# --------------------------------------------------------------------------------------
+@pytest.mark.slow  # two runs of two tiny models: ~1 min on TensorFlow
+def test_two_jobs_give_the_records_of_one_job(tmp_path):
+    from test_example_reproduce import run_cli
+
+    tiny = ["--n-images", "48", "--image-size", "32", "--epochs", "1", "--weights", "none"]
+    tiny += ["--experiments", "freeze", "stochastic", "--threads", "1", "--alpha", "paper"]
+    run_cli([*tiny, "--out", str(tmp_path / "one")], tmp_path)
+    log = run_cli([*tiny, "--out", str(tmp_path / "two"), "--jobs", "2"], tmp_path)
+    assert "[jobs] started freeze fold 1" in log and "[jobs] started stochastic fold 1" in log
+    assert "[stochastic | fold 1/5] epoch 1/1" in log  # the units' progress is shown
+
+    def recs(name):
+        folder = tmp_path / name / "records"
+        return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+    one, two = recs("one"), recs("two")
+    assert sorted(one) == sorted(two) == ["freeze_fold1.json", "stochastic_fold1.json"]
+    for name in one:
+        for key in ("predictions", "history", "metrics", "precision"):
+            assert two[name][key] == one[name][key], (name, key)
+    # The two-job folder's tables equal the one-job run's; merging both changes nothing.
+    merged = tmp_path / "merged"
+    run_cli(
+        ["report", str(tmp_path / "two"), str(tmp_path / "one"), "--out", str(merged)], tmp_path
+    )
+    for table in ("table1_macro.md", "table2_weighted.md"):
+        ours = (merged / table).read_text()
+        assert ours == (tmp_path / "one" / table).read_text(), table
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_precision_builds_the_unit_under_keras_mixed_policy(precision, tmp_path):
+    import types
+
+    import experiment
+    import keras
+
+    argv = ["--precision", precision, "--image-size", "64", "--experiments", "covid-lite"]
+    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
+    labels = np.array([0, 1, 2, 3] * 4)
+    dataset = types.SimpleNamespace(labels=labels, class_names=protocol.CLASS_NAMES)
+    ctx = experiment.RunContext(args, dataset, experiment.BackboneFactory(None), tmp_path, None)
+    splits = (np.arange(16), np.arange(0), np.arange(0))
+    try:
+        unit = experiment.Unit.of(args, "covid-lite")
+        model, _, (loss, _), _ = experiment._compile(ctx, unit, 1, None, splits, "[test]")
+        assert keras.config.dtype_policy().name == precision
+        assert {layer.dtype_policy.name for layer in model.layers if layer.weights} == {precision}
+        assert model.layers[-1].output.dtype in ("float16", "bfloat16")
+        x = np.random.default_rng(0).random((4, 64, 64, 3), dtype="float32")
+        y = np.eye(4, dtype="float32")[[0, 1, 2, 3]]
+        value = loss(y, model(x))
+        assert keras.backend.standardize_dtype(value.dtype) == "float32"  # loss in float32
+        if precision == "mixed_float16":  # one train step (slow to compile on JAX) is enough
+            assert np.isfinite(model.train_on_batch(x, y))
+        assert all(v.dtype == "float32" for v in model.trainable_variables)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert records.Record.__dataclass_fields__["precision"].default == "float32"
