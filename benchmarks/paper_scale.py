@@ -152,18 +152,11 @@ def run(opts):
     args = settings(opts, root)
     import dataset as dataset_module
     import experiment
-    import records
 
     t0 = time.perf_counter()
     data = dataset_module.prepare_data(args)
     stage(f"listing and decode-check of {len(data.paths)} images", t0)
-    ctx = experiment.RunContext(
-        args,
-        data,
-        experiment.BackboneFactory(args.weights),
-        args.out,
-        records.RecordStore(args.out),
-    )
+    ctx = experiment.RunContext.of(args, data)
     splits = data.split(1)
     measured, cache_s = {}, 0.0
     for exp in opts.experiments:

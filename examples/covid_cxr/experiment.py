@@ -127,6 +127,13 @@ class RunContext:
     out: Path
     store: records.RecordStore
 
+    @classmethod
+    def of(cls, args, dataset):
+        """The context of a run with the resolved settings ``args`` on ``dataset``."""
+        return cls(
+            args, dataset, BackboneFactory(args.weights), args.out, records.RecordStore(args.out)
+        )
+
     def unit(self, experiment):
         """The `Unit` of ``experiment`` in this run."""
         return Unit.of(self.args, experiment)

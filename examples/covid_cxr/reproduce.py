@@ -580,8 +580,7 @@ def main(argv=None):
     except OSError as e:
         parser.error(f"Expected --out to be a folder one can create. Received: out={out} ({e})")
 
-    factory = experiment.BackboneFactory(args.weights)
-    ctx = experiment.RunContext(args, dataset, factory, out, records.RecordStore(out))
+    ctx = experiment.RunContext.of(args, dataset)
     shared, _ = records.settings_of(args, dataset.fingerprint(), EXPERIMENTS[0])
     units = {e: ctx.unit(e) for e in args.experiments}
     _write_run_config(out, args, argv, dataset, units, env)

@@ -131,15 +131,8 @@ def run_unit(args, dataset, exp, fold):
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import experiment
-    import records
 
-    ctx = experiment.RunContext(
-        args,
-        dataset,
-        experiment.BackboneFactory(args.weights),
-        args.out,
-        records.RecordStore(args.out),
-    )
+    ctx = experiment.RunContext.of(args, dataset)
     experiment.run_one(ctx, exp, fold)
 
 
