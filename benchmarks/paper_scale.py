@@ -114,24 +114,11 @@ class StepClock:
 
 def train_steps(ctx, exp, splits, steps):
     """``steps`` + 1 training steps of ``exp`` (cached features where the example uses them)."""
-    import cached_features
     import experiment
 
-    unit = ctx.unit(exp)
-    alpha = None
-    if exp == "freeze+attention":  # the authors' alpha (the estimate's time is not training)
-        alpha = experiment.class_attention_for_fold(ctx, 1, splits[0])
-    model, _, (loss, _), lr = experiment._compile(ctx, unit, 1, alpha, splits, f"[{exp}]")
-    features, info = cached_features.prepare(ctx, unit, model, f"[{exp}]")
-    if features is None:
-        train = experiment._sequences(ctx, unit, 1, splits)["train"]
-        fit_model = model
-    else:
-        import keras
-
-        train = experiment._cached_data(ctx, 1, splits, features)["train"]
-        fit_model = features.split.suffix
-        fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+    # As the example trains the unit (with --alpha paper: no estimate, whose time is not training).
+    setup = experiment.prepare_fit(ctx, ctx.unit(exp), 1, splits, f"[{exp}]")
+    train, fit_model, info = setup.sequences["train"], setup.fit_model, setup.feature_cache
     clock = StepClock()
     t0 = time.perf_counter()
     fit_model.fit(train, epochs=1, steps_per_epoch=steps + 1, callbacks=[clock.callback], verbose=0)

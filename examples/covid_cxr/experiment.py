@@ -456,9 +456,28 @@ def _weights_text(unit):
     return "none (trained from scratch, as in the paper)"
 
 
-def _train(ctx, unit, fold, splits, prefix):
-    """Estimates alpha if needed, builds the model and fits it with EarlyStopping."""
-    args = ctx.args
+@dataclasses.dataclass
+class FitSetup:
+    """A unit ready to train: its model, what ``fit`` trains, and the data (see `prepare_fit`)."""
+
+    model: object
+    fit_model: object
+    freeze_info: dict
+    loss_desc: str
+    lr: float
+    alpha_info: dict | None
+    sequences: dict
+    features: object
+    feature_cache: dict
+
+
+def prepare_fit(ctx, unit, fold, splits, prefix):
+    """Estimates alpha if needed, builds and compiles the model, and chooses its data.
+
+    With a feature cache (`cached_features.prepare`) ``fit_model`` is the suffix, which shares
+    the model's layers, compiled like the model, and the data are the cached features;
+    otherwise it is the model on `data.ImageSequence` batches.
+    """
     alpha_info = None
     if unit.experiment == "freeze+attention":
         alpha_info = class_attention_for_fold(ctx, fold, splits[0])
@@ -473,6 +492,16 @@ def _train(ctx, unit, fold, splits, prefix):
         seqs = _cached_data(ctx, fold, splits, features)
         fit_model = features.split.suffix
         fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+    return FitSetup(
+        model, fit_model, freeze_info, loss_desc, lr, alpha_info, seqs, features, cache_info
+    )
+
+
+def _train(ctx, unit, fold, splits, prefix):
+    """Prepares the unit (`prepare_fit`) and fits it with EarlyStopping."""
+    args = ctx.args
+    setup = prepare_fit(ctx, unit, fold, splits, prefix)
+    seqs = setup.sequences
     progress = TrainingProgress(prefix, args.epochs, len(splits[0]))
     val_metrics = keras_freeze.ClassificationMetrics(
         seqs["validation"], class_names=ctx.class_names, keep_confusion_matrix=False
@@ -481,7 +510,7 @@ def _train(ctx, unit, fold, splits, prefix):
         monitor="val_loss", patience=args.patience, restore_best_weights=True
     )
     t_fit = time.perf_counter()
-    history = fit_model.fit(
+    history = setup.fit_model.fit(
         seqs["train"],
         validation_data=seqs["validation"],
         epochs=args.epochs,
@@ -492,17 +521,17 @@ def _train(ctx, unit, fold, splits, prefix):
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     return _Trained(
         unit,
-        model,
-        freeze_info,
-        loss_desc,
-        lr,
-        alpha_info,
+        setup.model,
+        setup.freeze_info,
+        setup.loss_desc,
+        setup.lr,
+        setup.alpha_info,
         hist,
         progress,
         seqs,
         fit_s,
-        features,
-        cache_info,
+        setup.features,
+        setup.feature_cache,
     )
 
 

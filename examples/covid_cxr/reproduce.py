@@ -46,7 +46,6 @@ plain user of the ``keras_freeze`` library; the library never imports it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 import time
@@ -478,17 +477,6 @@ def _run_units(ctx, folds, shared):
     return done, skipped, failed
 
 
-def _limit_threads(threads):
-    """``--threads`` in this process: environment for a backend not yet started, and torch's."""
-    import scheduler
-
-    os.environ.update(scheduler.process_settings(threads))
-    if "keras" in sys.modules and sys.modules["keras"].backend.backend() == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def build_report_parser():
     """The parser of ``reproduce.py report DIR [DIR ...] --out DIR``."""
     p = _Parser(
@@ -559,7 +547,9 @@ def main(argv=None):
         _embedded_banner()
 
     if args.threads is not None:  # this process trains too when one unit is left
-        _limit_threads(args.threads)
+        import scheduler
+
+        scheduler.limit_threads(args.threads)
     # Imported after argument parsing so that --help is fast (they import Keras).
     import dataset as dataset_module
     import experiment

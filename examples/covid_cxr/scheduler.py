@@ -111,9 +111,17 @@ def process_settings(threads):
     }
 
 
-def _unit_process(target, args, dataset, exp, fold, log_path, env):
-    """Entry point of a unit process: its environment, every output to its log, the unit."""
-    os.environ.update(env)
+def limit_threads(threads):
+    """``--threads`` in this process: `process_settings` for a backend not yet started (they
+    read it when they start), and torch's own count if torch is already running."""
+    os.environ.update(process_settings(threads))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
+def _unit_process(target, args, dataset, exp, fold, log_path):
+    """Entry point of a unit process: its threads, every output to its log, the unit."""
+    limit_threads(args.threads)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -124,12 +132,6 @@ def _unit_process(target, args, dataset, exp, fold, log_path, env):
 
 def run_unit(args, dataset, exp, fold):
     """One unit in a fresh process: `experiment.run_one` with the run's settings."""
-    import keras
-
-    if keras.backend.backend() == "torch":
-        import torch
-
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     import experiment
 
     ctx = experiment.RunContext.of(args, dataset)
@@ -181,7 +183,6 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
         KeyboardInterrupt: after stopping every running process (Ctrl-C).
     """
     spawn = multiprocessing.get_context("spawn")
-    env = process_settings(ctx.args.threads)
     child_args = _child_args(ctx.args, jobs)
     logs = Path(ctx.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -194,7 +195,7 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
                 path.write_text("")
                 proc = spawn.Process(
                     target=_unit_process,
-                    args=(target or run_unit, child_args, ctx.dataset, exp, fold, str(path), env),
+                    args=(target or run_unit, child_args, ctx.dataset, exp, fold, str(path)),
                     name=f"{exp}-fold{fold}",
                 )
                 proc.start()
