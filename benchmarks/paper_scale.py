@@ -3,11 +3,12 @@
 The paper's data set is 21,165 images at 299 px (Kaggle's COVID-19 Radiography Database), its
 protocol 8 models x 10 folds at 224 px, batch 8. Without the data (``--data-dir``), this
 generates a SYNTHETIC set of the same size and class counts (3616 COVID, 6012 Lung_Opacity,
-10192 Normal, 1345 Viral Pneumonia) at 299 px, once, in ``--cache-dir``. Then, for fold 1 of 10
-at 224 px, through the example's own modules (`dataset`, `experiment`, `cached_features`):
+10192 Normal, 1345 Viral Pneumonia) at 299 px, once, in ``--cache-dir`` (one process per
+CPU). Then, for fold 1 of 10 at 224 px, through the example's own modules (`dataset`,
+`experiment`, `cached_features`):
 
 1. listing and decode-check of every image (`dataset.prepare_data`: corrupt files dropped);
-2. the frozen-prefix feature cache of Mobile Freeze-Net over every image (float16);
+2. the frozen-prefix feature cache of Mobile Freeze-Net over every image (float32);
 3. every experiment of Table 1 for ``--steps`` training steps after one warm-up step (a full
    epoch of ~17k images would take hours on 2 CPU cores), training images/s per experiment;
 4. the peak resident memory of the process (the images are decoded batch by batch: nothing may
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -76,6 +78,7 @@ def data_dir(opts):
         image_size=299,
         seed=0,
         counts=counts,
+        workers=os.cpu_count() or 1,
     )
     stage(f"generated (or reused) {opts.n_images} SYNTHETIC images at 299 px", t0)
     return root
@@ -121,7 +124,14 @@ def train_steps(ctx, exp, splits, steps):
     train, fit_model, info = setup.sequences["train"], setup.fit_model, setup.feature_cache
     clock = StepClock()
     t0 = time.perf_counter()
-    fit_model.fit(train, epochs=1, steps_per_epoch=steps + 1, callbacks=[clock.callback], verbose=0)
+    fit_model.fit(
+        train,
+        epochs=1,
+        steps_per_epoch=steps + 1,
+        callbacks=[clock.callback],
+        verbose=0,
+        shuffle=False,  # as the example trains
+    )
     return clock.images_per_s(ctx.args.batch_size), time.perf_counter() - t0, info["used"]
 
 

@@ -132,6 +132,26 @@ def test_generator_is_deterministic_and_idempotent(tmp_path, small_tree):
     assert len(data.list_images(ds_b).paths) == 12
 
 
+@pytest.mark.slow  # two spawned processes, each importing Keras: ~10 s
+def test_generator_workers_write_the_same_tree(tmp_path, small_tree):
+    _, ds_a = small_tree  # one process
+    ds_b = synthetic.generate_synthetic_cxr(
+        tmp_path / "b", n_total=40, image_size=48, seed=3, progress=False, workers=2
+    )
+    files = sorted(p.relative_to(ds_a) for p in ds_a.rglob("*.png"))
+    assert len(files) == 40
+    assert files == sorted(p.relative_to(ds_b) for p in ds_b.rglob("*.png"))
+    for rel in files:
+        assert (ds_a / rel).read_bytes() == (ds_b / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize("workers", [0, 1.5, True, "2"])
+def test_generator_refuses_bad_workers(tmp_path, workers):
+    with pytest.raises(ValueError, match=f"workers={workers!r}"):
+        synthetic.generate_synthetic_cxr(tmp_path, n_total=8, image_size=32, workers=workers)
+    assert not any(tmp_path.iterdir())
+
+
 def test_generator_refuses_to_overwrite_user_data(tmp_path):
     for c in data.CLASS_NAMES:
         _png(tmp_path / "COVID-19_Radiography_Dataset" / c / "images" / f"{c}-1.png")
@@ -526,6 +546,76 @@ def test_corrupt_and_missing_images_are_dropped_and_recorded(tmp_path):
     )
     xb, yb = allbad[0]
     assert xb.shape[0] == 2 and list(yb.argmax(1)) == [0, 2]
+
+
+def test_image_sequence_look_ahead_serves_the_batches_of_its_epoch(small_tree):
+    _, ds = small_tree
+    idx = data.list_images(ds)
+    kw = dict(image_size=8, batch_size=4, shuffle=True, seed=5)
+    plain = data.ImageSequence(idx.paths, idx.labels, workers=1, **kw)
+    ahead = data.ImageSequence(idx.paths, idx.labels, workers=4, **kw)
+    for epoch in range(3):
+        # Batch 0 starts the look-ahead (1, 2, 3); the epoch ends before all are read: what was
+        # made ahead for the old order must never be served in the new one.
+        for i in [0, 1] if epoch == 0 else range(len(plain)):
+            for got, want in zip(ahead[i], plain[i], strict=True):
+                np.testing.assert_array_equal(got, want)
+        assert ahead._ahead or epoch > 0
+        plain.on_epoch_end()
+        ahead.on_epoch_end()
+        assert ahead._ahead == {}
+    with pytest.raises(ValueError, match="workers=0"):
+        data.ImageSequence(idx.paths, idx.labels, workers=0)
+
+
+class _BatchRecorder(keras.layers.Layer):
+    """Records the labels-carrying inputs of every eager training step (see below)."""
+
+    def __init__(self, seen, **kwargs):
+        super().__init__(**kwargs)
+        self.record = seen.append  # a list attribute would be copied into a tracked list
+
+    def call(self, x):
+        try:  # eager steps only: the build's symbolic tensors have no values
+            values = keras.ops.convert_to_numpy(x)
+        except (TypeError, ValueError, AttributeError, NotImplementedError):
+            return x
+        self.record(np.round(values.sum(axis=(1, 2, 3)), 3))
+        return x
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_fit_trains_on_the_same_batches_whatever_the_workers(small_tree, workers):
+    """Keras' own PyDataset workers carry batches read before an epoch ended (the build peek on
+    JAX and PyTorch) into the next epoch; the sequence's own look-ahead does not."""
+    _, ds = small_tree
+    idx = data.list_images(ds)
+
+    def batches(w):
+        seq = data.ImageSequence(
+            idx.paths, idx.labels, image_size=8, batch_size=8, shuffle=True, seed=2, workers=w
+        )
+        seen = []
+        model = keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                _BatchRecorder(seen),
+                keras.layers.Flatten(),
+                keras.layers.Dense(4, activation="softmax"),
+            ]
+        )
+        model.compile("sgd", "categorical_crossentropy", run_eagerly=True)
+        model.fit(seq, epochs=2, verbose=0, shuffle=False)
+        return seen
+
+    one, many = batches(1), batches(workers)
+    assert len(one) == 2 * 5  # 40 images, batch 8, 2 epochs
+    assert len(many) == len(one)
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Each epoch visits every image once.
+    for epoch in (one[:5], one[5:]):
+        assert np.concatenate(epoch).shape == (40,)
 
 
 def test_image_sequence_validation(small_tree):

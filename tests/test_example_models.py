@@ -12,9 +12,11 @@ import doctest
 import keras
 import models
 import numpy as np
+import protocol
 import pytest
 
 from keras_freeze import CustomWeightedBalancedCCE
+from keras_freeze import flatten_layers
 
 NAMES = ["covid-net", "covid-lite", "inception-v3", "resnet18"]
 # On JAX every new weight shape compiles its random initializer and the first train step compiles
@@ -97,6 +99,19 @@ def test_published_size_has_the_documented_parameter_count(name):
     assert model.count_params() == models.EXPECTED_PARAMS[name]
     if name == "resnet18":
         assert _trainable(model) == 11_689_512 - 1000 * 513 + 4 * 513
+    # --deterministic refuses exactly these on a GPU with JAX or TensorFlow.
+    assert _has_max_pooling(model) == (name in protocol.MAX_POOLING)
+
+
+def _has_max_pooling(model):
+    return any(isinstance(layer, keras.layers.MaxPooling2D) for layer in flatten_layers(model))
+
+
+@slow_on_jax
+def test_mobilenetv2_has_no_max_pooling():
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3))
+    assert protocol.ARCHITECTURES["freeze"] not in protocol.MAX_POOLING
+    assert not _has_max_pooling(base)
 
 
 @pytest.mark.parametrize("name", [pytest.param("covid-lite", marks=BUILDS), "inception-v3"])

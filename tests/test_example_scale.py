@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import protocol
@@ -71,6 +72,109 @@ def test_threads_default_to_the_cpus_shared_out():
     env = scheduler.process_settings(3)
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "3"
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+@pytest.mark.parametrize(
+    "argv, threads",
+    [
+        (["--deterministic"], 1),
+        (["--deterministic", "--jobs", "4"], 1),  # the same count whatever --jobs
+        (["--deterministic", "--jobs", "4", "--threads", "3"], 3),
+    ],
+)
+def test_deterministic_fixes_the_thread_count(argv, threads):
+    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
+    assert args.deterministic is True and args.threads == threads
+
+
+def test_deterministic_environment_for_each_backend(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    env = scheduler.process_settings(2, deterministic=True)
+    assert env["TF_DETERMINISTIC_OPS"] == "1"
+    assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
+    monkeypatch.setenv("XLA_FLAGS", env["XLA_FLAGS"])  # set twice: not repeated
+    assert scheduler.process_settings(2, True)["XLA_FLAGS"] == env["XLA_FLAGS"]
+    assert not {"TF_DETERMINISTIC_OPS", "CUBLAS_WORKSPACE_CONFIG"} & set(
+        scheduler.process_settings(2)
+    )
+
+
+CONFIGURED = """
+import os, sys
+sys.path.insert(0, {examples!r})
+import scheduler
+scheduler.configure_process(None, deterministic=True)
+import keras
+backend = keras.backend.backend()
+if backend == "tensorflow":
+    from tensorflow.python.framework import config
+    print("on" if config.is_op_determinism_enabled() else "off")
+elif backend == "torch":
+    import torch
+    on = torch.are_deterministic_algorithms_enabled()
+    on = on and torch.is_deterministic_algorithms_warn_only_enabled()
+    print("on" if on and not torch.backends.cudnn.benchmark else "off")
+else:
+    import jax.numpy as jnp
+    flags = os.environ["XLA_FLAGS"].split()
+    ok = "--xla_gpu_deterministic_ops=true" in flags and float(jnp.ones(3).sum()) == 3.0
+    print("on" if ok else "off")
+print(os.environ.get("OMP_NUM_THREADS", "unset"))
+"""
+
+
+def test_configure_process_turns_determinism_on_in_the_backend(tmp_path):
+    import subprocess
+    import sys
+
+    import keras
+
+    examples = str(Path(scheduler.__file__).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "OMP_NUM_THREADS")}
+    env["KERAS_BACKEND"] = keras.backend.backend()
+    proc = subprocess.run(
+        [sys.executable, "-c", CONFIGURED.format(examples=examples)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Determinism on; the thread count left to the backend when --threads is not given.
+    assert proc.stdout.split() == ["on", "unset"]
+
+
+def test_deterministic_is_a_setting_of_the_records():
+    parse = reproduce.build_parser().parse_args
+    plain = reproduce.resolve_settings(parse(["--alpha", "paper"]))
+    det = reproduce.resolve_settings(parse(["--alpha", "paper", "--deterministic"]))
+    shared_plain, own_plain = records.settings_of(plain, "data", "freeze")
+    shared_det, own_det = records.settings_of(det, "data", "freeze")
+    assert "deterministic" not in shared_plain  # records written before the flag stay valid
+    assert shared_det == {**shared_plain, "deterministic": True} and own_det == own_plain
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow", "torch"])
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_deterministic_refuses_max_pooling_on_a_gpu_with_xla_or_tensorflow(
+    backend, device, monkeypatch
+):
+    import experiment
+
+    monkeypatch.setattr(experiment.keras.backend, "backend", lambda: backend)
+    argv = ["--deterministic", "--experiments", "freeze", "resnet18-cwbce", "covid-lite"]
+    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
+    if backend == "torch" or device == "cpu":
+        experiment.check_deterministic(args, device=device)  # nothing to refuse
+        return
+    with pytest.raises(ValueError, match="MaxPooling2D, in covid-lite, resnet18-cwbce, has no"):
+        experiment.check_deterministic(args, device=device)
+    args.experiments = ["freeze", "finetune", "stochastic", "freeze+attention"]
+    experiment.check_deterministic(args, device=device)  # MobileNetV2 has no MaxPooling2D
+    args.deterministic = False
+    args.experiments = list(protocol.EXPERIMENTS)
+    experiment.check_deterministic(args, device=device)
 
 
 # --------------------------------------------------------------------------------------
@@ -189,11 +293,12 @@ def test_report_command_refuses_with_one_line(tmp_path, capsys):
 # End to end (subprocesses that train)
 # --------------------------------------------------------------------------------------
 @pytest.mark.slow  # two runs of two tiny models: ~1 min on TensorFlow
-def test_two_jobs_give_the_records_of_one_job(tmp_path):
+def test_deterministic_two_jobs_give_the_records_of_one_job(tmp_path):
     from test_example_reproduce import run_cli
 
     tiny = ["--n-images", "48", "--image-size", "32", "--epochs", "1", "--weights", "none"]
-    tiny += ["--experiments", "freeze", "stochastic", "--threads", "1", "--alpha", "paper"]
+    # --deterministic fixes every unit's thread count (else 2 for --jobs 1, 1 for --jobs 2 here).
+    tiny += ["--experiments", "freeze", "stochastic", "--deterministic", "--alpha", "paper"]
     run_cli([*tiny, "--out", str(tmp_path / "one")], tmp_path)
     log = run_cli([*tiny, "--out", str(tmp_path / "two"), "--jobs", "2"], tmp_path)
     assert "[jobs] started freeze fold 1" in log and "[jobs] started stochastic fold 1" in log

@@ -189,11 +189,11 @@ class Features:
         """Float32 one-hot rows of ``labels`` (as `data.ImageSequence` yields them)."""
         return np.eye(self.num_classes, dtype="float32")[np.asarray(labels, dtype=int)]
 
-    def train(self, indices, labels, *, batch_size, seed, workers):
+    def train(self, indices, labels, *, batch_size, seed):
         """The training data: `CachedTrainSequence` in the ImageSequence's order."""
         y = self.one_hot(labels)
         return CachedTrainSequence(
-            self.cache, self.rows(indices), y, batch_size=batch_size, seed=seed, workers=workers
+            self.cache, self.rows(indices), y, batch_size=batch_size, seed=seed
         )
 
     def evaluation(self, indices, labels, *, batch_size):
@@ -216,8 +216,8 @@ class CachedTrainSequence(keras.utils.PyDataset):
 
     Epoch ``e`` visits the positions ``default_rng([seed, e]).permutation(n)`` of
     ``indices``, as `data.ImageSequence(shuffle=True, seed=seed)` does, so that with the same
-    seed (and ``fit``'s own batch shuffle, seeded by ``keras.utils.set_random_seed``) the
-    cached run sees the same batches as the uncached one.
+    seed (and ``fit(shuffle=False)``, as the example trains) the cached run sees the same batches
+    as the uncached one.
 
     Args:
         cache: a `keras_freeze.FeatureCache` of the whole data set.
@@ -225,12 +225,10 @@ class CachedTrainSequence(keras.utils.PyDataset):
         y: one-hot labels of those images, in ``indices`` order.
         batch_size: images per batch.
         seed: shuffle seed (the ImageSequence's).
-        workers: Keras prefetch threads, as the ImageSequence's: Keras' batch order depends
-            on them on some backends (torch), so equal settings give equal batches.
     """
 
-    def __init__(self, cache, indices, y, *, batch_size, seed, workers=1):
-        super().__init__(workers=workers, max_queue_size=8)
+    def __init__(self, cache, indices, y, *, batch_size, seed):
+        super().__init__()  # no Keras workers: they would reorder batches (`data.ImageSequence`)
         self.arrays = cache.arrays
         self.dtypes = cache.input_dtypes
         self.indices = np.asarray(indices, dtype=np.int64)

@@ -46,6 +46,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from collections.abc import Sequence
+from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -824,9 +825,15 @@ class ImageSequence(keras.utils.PyDataset):
     ``(B, num_classes)``.
 
     Speed: a batch's images are decoded on a thread pool (`decode_threads`; Pillow releases the GIL
-    while decoding and resizing), Keras' own `workers` prefetch whole batches on threads while the
-    model trains, grayscale files are decoded and resized as one channel, and ``cache=True`` keeps
-    the resized uint8 images in memory so epochs after the first decode nothing.
+    while decoding and resizing), ``workers - 1`` threads prepare the next batches of the epoch
+    while the model trains on this one, grayscale files are decoded and resized as one channel,
+    and ``cache=True`` keeps the resized uint8 images in memory so epochs after the first decode
+    nothing.
+    The look-ahead is the sequence's own, not Keras' ``PyDataset`` workers: Keras' prefetch queue
+    carries batches read before an epoch ended (as after the batch ``fit`` reads to build the
+    model on JAX and PyTorch) into the next epoch, so the batches a shuffled sequence gives would
+    depend on ``workers`` and on timing. Here batch ``i`` of epoch ``e`` is a function of the seed,
+    ``e`` and ``i`` only, whatever ``workers``.
 
     Failure handling: an image that cannot be read (missing, truncated, corrupt) is dropped from its
     batch and recorded in ``self.failed`` (path -> reason); later batches skip it without retrying.
@@ -835,8 +842,9 @@ class ImageSequence(keras.utils.PyDataset):
 
     Shuffling: with ``shuffle=True`` the sample order is a permutation drawn from
     ``default_rng([seed, epoch])``, re-drawn in `on_epoch_end`; equal seeds give equal orders.
-    (`model.fit(shuffle=True)` additionally shuffles the order of *batches* with Python's `random`;
-    pass ``shuffle=False`` to fit for fully reproducible order.)
+    (`model.fit(shuffle=True)` additionally shuffles the order of *batches* with Python's `random`,
+    in a prefetch thread when ``workers > 1``, so the order then depends on ``workers``; pass
+    ``shuffle=False`` to fit, as the example does, for an order that depends on the seed only.)
 
     Args:
         paths: Image paths.
@@ -849,9 +857,8 @@ class ImageSequence(keras.utils.PyDataset):
         preprocess: Callable on the float32 0..255 NHWC batch, returning the model input
             (e.g. ``functools.partial(backbone.preprocess_input, weights="torchvision")``);
             default `rescale_1_255`.
-        workers: Keras prefetch threads (`PyDataset`); > 1 overlaps decoding with training.
-        use_multiprocessing: Passed to `PyDataset` (processes instead of threads).
-        max_queue_size: Batches kept ready by the prefetching workers.
+        workers: Batches being made at once: the requested one and ``workers - 1`` following
+            ones, on threads; > 1 overlaps decoding with training.
         decode_threads: Threads decoding the images of one batch (1 disables the pool).
         cache: Keep decoded, resized uint8 images in memory.
         interpolation: Pillow resize filter: "bilinear" (default), "nearest" (what
@@ -885,15 +892,11 @@ class ImageSequence(keras.utils.PyDataset):
         seed=None,
         preprocess: Callable | None = None,
         workers: int = 2,
-        use_multiprocessing: bool = False,
-        max_queue_size: int = 8,
         decode_threads: int = 2,
         cache: bool = False,
         interpolation: str = "bilinear",
     ):
-        super().__init__(
-            workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
-        )
+        super().__init__()  # Keras' own workers would reorder batches (see above)
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
         if len(self.paths) != len(self.labels):
@@ -912,6 +915,8 @@ class ImageSequence(keras.utils.PyDataset):
             )
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size!r}")
+        if isinstance(workers, bool) or int(workers) < 1:
+            raise ValueError(f"Expected workers >= 1. Received: workers={workers!r}")
         if interpolation not in _RESAMPLE:
             raise ValueError(
                 f"Expected interpolation in {sorted(_RESAMPLE)}. Received: {interpolation!r}"
@@ -925,13 +930,17 @@ class ImageSequence(keras.utils.PyDataset):
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         self.preprocess = preprocess if preprocess is not None else rescale_1_255
         self.decode_threads = max(1, int(decode_threads))
+        self.lookahead = int(workers) - 1
         self.cache = bool(cache)
         self.interpolation = interpolation
         self.failed: dict[str, str] = {}
         self.epoch = 0
         self._cache: dict[int, np.ndarray] = {}
         self._pool = None
+        self._ahead_pool = None
+        self._ahead: dict[tuple[int, int], Future] = {}  # (epoch, index) -> batch being made
         self._pool_lock = threading.Lock()
+        self._state_lock = threading.Lock()  # epoch, order and look-ahead change together
         self._order = self._make_order()
 
     # -- order -------------------------------------------------------------------------------
@@ -957,8 +966,12 @@ class ImageSequence(keras.utils.PyDataset):
         return np.asarray([i for i in self._order if self.paths[i] not in bad], dtype=np.int64)
 
     def on_epoch_end(self):
-        self.epoch += 1
-        self._order = self._make_order()
+        with self._state_lock:
+            self.epoch += 1
+            self._order = self._make_order()
+            stale, self._ahead = self._ahead, {}  # batches of the old order are never served
+        for future in stale.values():
+            future.cancel()
 
     def __len__(self) -> int:
         return math.ceil(len(self.paths) / self.batch_size)
@@ -970,6 +983,13 @@ class ImageSequence(keras.utils.PyDataset):
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.decode_threads)
         return self._pool
+
+    def _get_ahead_pool(self):
+        if self._ahead_pool is None:
+            with self._pool_lock:
+                if self._ahead_pool is None:
+                    self._ahead_pool = ThreadPoolExecutor(self.lookahead)
+        return self._ahead_pool
 
     def _load(self, i: int):
         """Returns the uint8 image at position i, or None (and records why) if unreadable."""
@@ -999,11 +1019,26 @@ class ImageSequence(keras.utils.PyDataset):
             index += n_batches
         if not 0 <= index < n_batches:
             raise IndexError(f"Batch index {index} out of range [0, {n_batches}).")
-        pos = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        with self._state_lock:
+            epoch, order = self.epoch, self._order
+            future = self._ahead.pop((epoch, index), None)
+        batch = future.result() if future is not None else self._batch(order, index)
+        if self.lookahead:  # the next batches of this epoch, while the model trains on this one
+            with self._state_lock:
+                ahead = range(index + 1, min(index + 1 + self.lookahead, n_batches))
+                for j in ahead if self.epoch == epoch else ():
+                    if (epoch, j) not in self._ahead:
+                        made = self._get_ahead_pool().submit(self._batch, order, j)
+                        self._ahead[(epoch, j)] = made
+        return batch
+
+    def _batch(self, order, index):
+        """Batch ``index`` of the epoch whose sample order is ``order``."""
+        pos = order[index * self.batch_size : (index + 1) * self.batch_size]
         imgs = self._load_many(pos)
         keep = [(i, a) for i, a in zip(pos, imgs, strict=True) if a is not None]
         if not keep:
-            keep = self._fill(index, len(pos))
+            keep = self._fill(order, index, len(pos))
         h, w = self.image_size
         x = np.empty((len(keep), h, w, 3), dtype=np.uint8)
         for j, (_, a) in enumerate(keep):
@@ -1019,13 +1054,13 @@ class ImageSequence(keras.utils.PyDataset):
             xf = xf.astype(np.float32)
         return xf, y
 
-    def _fill(self, index, k):
+    def _fill(self, order, index, k):
         """All images of batch `index` failed: take the next readable ones (wrapping around)."""
         n = len(self.paths)
         start = ((index + 1) * self.batch_size) % n
         out = []
         for step in range(n):
-            i = int(self._order[(start + step) % n])
+            i = int(order[(start + step) % n])
             a = self._load(i)
             if a is not None:
                 out.append((i, a))
@@ -1039,16 +1074,17 @@ class ImageSequence(keras.utils.PyDataset):
         return out
 
     def __del__(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=False)
+        for name in ("_pool", "_ahead_pool"):
+            pool = getattr(self, name, None)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
-    def __getstate__(self):  # picklable for use_multiprocessing=True
+    def __getstate__(self):  # picklable (to another process): without threads or pending work
         state = self.__dict__.copy()
-        state["_pool"] = None
-        state["_pool_lock"] = None
+        state.update(_pool=None, _ahead_pool=None, _ahead={}, _pool_lock=None, _state_lock=None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._pool_lock = threading.Lock()
+        self._state_lock = threading.Lock()

@@ -39,6 +39,50 @@ def log(msg=""):
     print(msg, flush=True)
 
 
+def compute_device():
+    """``"gpu"`` when Keras' backend computes on a GPU in this process, else ``"cpu"``."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+def check_deterministic(args, device=None):
+    """Refuses ``--deterministic`` where a planned model cannot run deterministically.
+
+    On a GPU, XLA (JAX) and TensorFlow have no deterministic gradient for MaxPooling2D and
+    fail when they meet it; the architectures of `protocol.MAX_POOLING` use it.
+
+    Args:
+        args: the resolved command line.
+        device: ``"gpu"`` or ``"cpu"``; default: `compute_device`.
+
+    Raises:
+        ValueError: naming the experiments and the ways out.
+    """
+    if not args.deterministic or keras.backend.backend() not in ("jax", "tensorflow"):
+        return
+    pooled = [e for e in args.experiments if protocol.ARCHITECTURES[e] in protocol.MAX_POOLING]
+    if pooled and (device or compute_device()) == "gpu":
+        raise ValueError(
+            f"--deterministic on a GPU with {keras.backend.backend()}: MaxPooling2D, in "
+            f"{', '.join(pooled)}, has no deterministic GPU gradient there. Leave "
+            "them out with --experiments, run them without --deterministic, or use "
+            "KERAS_BACKEND=torch (deterministic where PyTorch has the kernels, else a warning). "
+            f"Received: experiments={list(args.experiments)}"
+        )
+
+
 class BackboneFactory:
     """Builds a fresh MobileNetV2 backbone (``backbone.mobilenet_v2``) for every run.
 
@@ -514,6 +558,10 @@ def _train(ctx, unit, fold, splits, prefix):
         seqs["train"],
         validation_data=seqs["validation"],
         epochs=args.epochs,
+        # The training sequence draws its own sample order from (seed, epoch); fit's batch
+        # shuffle (Python's `random`, in a prefetch thread when workers > 1) would make the order
+        # depend on the decoding threads, and so on --jobs.
+        shuffle=False,
         callbacks=[val_metrics, early, progress],  # metrics first: the others read its keys
         verbose=2 if args.verbose else 0,
     )
@@ -539,9 +587,7 @@ def _cached_data(ctx, fold, splits, features):
     """Train, validation and test data of one fold from the feature cache (as `_sequences`)."""
     labels, batch = ctx.dataset.labels, ctx.args.batch_size
     seed = ctx.args.seed + fold  # the uncached training ImageSequence's seed
-    train = features.train(
-        splits[0], labels[splits[0]], batch_size=batch, seed=seed, workers=ctx.args.workers
-    )
+    train = features.train(splits[0], labels[splits[0]], batch_size=batch, seed=seed)
     return {
         "train": train,
         "validation": features.evaluation(splits[1], labels[splits[1]], batch_size=batch),

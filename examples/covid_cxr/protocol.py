@@ -52,6 +52,9 @@ INPUT_SIZES = {
 # Smallest input side an architecture accepts (`models.MODELS[...].min_size`; Keras'
 # InceptionV3 needs 75 px); the others take the example's minimum, 32.
 MIN_SIZES = {"covid-lite": 64, "inception-v3": 75}
+# Architectures with a MaxPooling2D layer (no deterministic GPU gradient in XLA or TensorFlow;
+# see `experiment.check_deterministic`).
+MAX_POOLING = ("covid-net", "covid-lite", "inception-v3", "resnet18")
 # Architectures trained from ImageNet weights in the paper (the others from scratch).
 PRETRAINED = ("inception-v3", "mobilenetv2")
 # --feature-cache: the experiments whose frozen layers form a prefix (ordered freeze), the modes

@@ -108,6 +108,8 @@ def settings_of(args, data_fingerprint, experiment):
         "val_fraction": protocol.VAL_FRACTION,
         "val_seed": protocol.VAL_SEED,
     }
+    if getattr(args, "deterministic", False):  # other kernels; absent from earlier records
+        shared["deterministic"] = True
     own = {
         "lr": protocol.learning_rate(experiment, args.lr, args.finetune_lr),
         "image_size": settings.image_size_for(args, experiment),

@@ -382,9 +382,21 @@ def _add_scale_arguments(p):
         metavar="N",
         type=int,
         default=None,
-        help="CPU threads of each unit (TensorFlow, PyTorch, OpenMP). A unit's numbers depend "
-        "on it, not on --jobs: with the same --threads, --jobs N gives exactly the records of "
-        "--jobs 1. Default: every CPU with --jobs 1, the CPUs divided by N with --jobs N.",
+        help="CPU threads of each unit on TensorFlow and PyTorch (and OpenMP; JAX's pool follows "
+        "the CPUs the process may use, e.g. taskset). On a CPU a unit's numbers depend on it, not "
+        "on --jobs: with the same --threads, --jobs N gives exactly the records of --jobs 1. "
+        "Default: 1 with --deterministic, else every CPU with --jobs 1 and the CPUs divided by N "
+        "with --jobs N.",
+    )
+    p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="deterministic kernels on every backend (TensorFlow's op determinism, PyTorch's "
+        "deterministic algorithms, XLA's deterministic GPU ops) and one CPU thread per unit "
+        "(TensorFlow, PyTorch) unless --threads is given: the records then do not depend on "
+        "--jobs, --shard or the load of a shared GPU. Slower; on a GPU, JAX and TensorFlow have "
+        "no deterministic MaxPooling2D gradient, so covid-net, covid-lite, inception-v3 and "
+        "resnet18-cwbce are refused there.",
     )
     p.add_argument(
         "--shard",
@@ -546,10 +558,10 @@ def main(argv=None):
     if args.embedded:
         _embedded_banner()
 
-    if args.threads is not None:  # this process trains too when one unit is left
+    if args.threads is not None or args.deterministic:  # this process may train units too
         import scheduler
 
-        scheduler.limit_threads(args.threads)
+        scheduler.configure_process(args.threads, args.deterministic)
     # Imported after argument parsing so that --help is fast (they import Keras).
     import dataset as dataset_module
     import experiment
@@ -558,6 +570,10 @@ def main(argv=None):
     out = args.out
     env = records.environment()
     log(f"[setup] Keras {env['keras_version']} on {env['backend']}; output in {out}")
+    try:
+        experiment.check_deterministic(args)
+    except ValueError as e:
+        parser.error(str(e))
 
     # Every data folder, fold list and class folder is checked here, before any training.
     try:

@@ -9,11 +9,17 @@ talking to each other, and `reproduce.py report` merges their output folders aft
 runs up to N at once, each in a fresh ``spawn``-ed process with ``--threads`` CPU threads
 (TensorFlow, PyTorch and the OpenMP pools; default: the CPUs divided by N), GPU memory
 allocated on demand (TensorFlow's memory growth, JAX without preallocation) and its own log in
-``<out>/logs/``; their progress lines are echoed as they come. A unit's numbers depend on its
-thread count (float32 sums in another order), not on ``--jobs``: with the same ``--threads``,
-``--jobs N`` gives exactly the records of ``--jobs 1``. A unit that fails is reported and the
-others go on; Ctrl-C stops every process, and a rerun of the same command resumes from the
-records already written.
+``<out>/logs/``; their progress lines are echoed as they come. A unit that fails is reported
+and the others go on; Ctrl-C stops every process, and a rerun of the same command resumes from
+the records already written.
+
+What a unit's numbers depend on besides its settings and seed: on a CPU, its thread count (the
+kernels split their float32 sums by it); on a GPU, kernels that sum with atomics or that
+autotuning picks by timing, which other units' load changes. ``--deterministic``
+(`configure_process`) removes both: deterministic kernels on every backend and, unless
+``--threads`` is given, one CPU thread per unit, so ``--jobs N`` and ``--shard K/N`` give exactly
+the records of ``--jobs 1``. Without it the CPU backends are deterministic at a fixed thread
+count, so ``--jobs N --threads T`` still equals ``--jobs 1 --threads T``.
 
 Example:
     >>> plan(["freeze", "finetune"], [1, 2])
@@ -36,6 +42,10 @@ import protocol
 
 # Seconds between two looks at the running processes.
 POLL_S = 0.5
+
+# XLA's flag for deterministic GPU kernels (JAX; TensorFlow has TF_DETERMINISTIC_OPS).
+XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
+_DETERMINISM_ENV = ("TF_DETERMINISTIC_OPS", "XLA_FLAGS", "CUBLAS_WORKSPACE_CONFIG")
 
 
 def log(msg=""):
@@ -89,18 +99,22 @@ def default_threads(jobs, cpus=None):
     return max(1, (cpus or os.cpu_count() or 1) // jobs)
 
 
-def process_settings(threads):
-    """Environment of a unit process: ``threads`` CPU threads, GPU memory on demand.
+def process_settings(threads, deterministic=False):
+    """Environment of a unit process: ``threads`` CPU threads, GPU memory on demand and, with
+    ``deterministic``, deterministic kernels (TensorFlow's op determinism, XLA's deterministic
+    GPU ops for JAX, cuBLAS' fixed workspace for PyTorch).
 
-    Set before Keras' backend starts (TensorFlow reads it once).
+    Set before Keras' backend starts (the backends read it once).
 
     Example:
         >>> env = process_settings(4)
         >>> env["OMP_NUM_THREADS"], env["TF_FORCE_GPU_ALLOW_GROWTH"]
         ('4', 'true')
+        >>> process_settings(1, deterministic=True)["TF_DETERMINISTIC_OPS"]
+        '1'
     """
     threads = str(int(threads))
-    return {
+    env = {
         "OMP_NUM_THREADS": threads,
         "MKL_NUM_THREADS": threads,
         "TF_NUM_INTRAOP_THREADS": threads,
@@ -109,19 +123,49 @@ def process_settings(threads):
         "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: no 75% preallocation per process
         "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"),
     }
+    if deterministic:
+        xla_flags = os.environ.get("XLA_FLAGS", "")
+        if XLA_DETERMINISTIC not in xla_flags.split():
+            xla_flags = f"{xla_flags} {XLA_DETERMINISTIC}".strip()
+        env.update(
+            TF_DETERMINISTIC_OPS="1",
+            XLA_FLAGS=xla_flags,  # also turns XLA's timing-based autotuning off
+            CUBLAS_WORKSPACE_CONFIG=":4096:8",  # required by torch's deterministic cuBLAS
+        )
+    return env
 
 
-def limit_threads(threads):
-    """``--threads`` in this process: `process_settings` for a backend not yet started (they
-    read it when they start), and torch's own count if torch is already running."""
-    os.environ.update(process_settings(threads))
-    if "torch" in sys.modules:
+def configure_process(threads, deterministic=False):
+    """``--threads`` and ``--deterministic`` in this process, before Keras' backend starts.
+
+    Sets `process_settings` (read by the backends when they start) and, for PyTorch, which is
+    configured by calls: its thread count and, with ``deterministic``, its deterministic
+    algorithms (``warn_only``: an operation without a deterministic kernel warns rather than
+    stops the unit) without cuDNN's timing-based algorithm search.
+
+    Args:
+        threads: CPU threads, or None to leave the backends' own default.
+        deterministic: whether to ask for deterministic kernels.
+    """
+    env = process_settings(threads or 1, deterministic)
+    if threads is None:  # only what determinism needs
+        env = {k: v for k, v in env.items() if k in _DETERMINISM_ENV}
+    os.environ.update(env)
+    if threads is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
+    if deterministic:
+        import keras
+
+        if keras.backend.backend() == "torch":
+            import torch
+
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
 
 
 def _unit_process(target, args, dataset, exp, fold, log_path):
     """Entry point of a unit process: its threads, every output to its log, the unit."""
-    limit_threads(args.threads)
+    configure_process(args.threads, getattr(args, "deterministic", False))
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

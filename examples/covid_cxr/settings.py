@@ -189,7 +189,8 @@ def _check_sizes(args):
 
 
 def _check_scale(args):
-    """``--precision``, ``--jobs`` and ``--shard`` (parsed to ``(K, N)``)."""
+    """``--precision``, ``--jobs``, ``--threads``, ``--deterministic`` and ``--shard`` (parsed
+    to ``(K, N)``)."""
     args.precision = getattr(args, "precision", "float32")
     if args.precision not in PRECISIONS:
         raise ValueError(
@@ -203,6 +204,9 @@ def _check_scale(args):
     args.threads = getattr(args, "threads", None)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"Expected --threads >= 1. Received: threads={args.threads}")
+    args.deterministic = bool(getattr(args, "deterministic", False))
+    if args.threads is None and args.deterministic:  # the thread count enters CPU float sums
+        args.threads = 1
     if args.threads is None and args.jobs > 1:
         args.threads = scheduler.default_threads(args.jobs)
 

@@ -479,6 +479,7 @@ def generate_synthetic_cxr(
     seed: int = 0,
     counts=None,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Writes (or reuses) a synthetic CXR-like data set in the Kaggle layout.
 
@@ -496,6 +497,8 @@ def generate_synthetic_cxr(
         seed: Seed; the tree is a pure function of `(n_total, image_size, seed, counts)`.
         counts: Optional explicit class name -> count mapping (overrides `n_total`).
         progress: Print progress lines to stderr.
+        workers: Processes that draw and save the images (each starts by importing this module,
+            a few seconds); the tree does not depend on it.
 
     Returns:
         Path of the dataset root (the ``COVID-19_Radiography_Dataset`` directory, which contains
@@ -518,6 +521,8 @@ def generate_synthetic_cxr(
         raise ValueError(f"Expected an integer image_size. Received: image_size={image_size!r}")
     if image_size < 32:
         raise ValueError(f"Expected image_size >= 32. Received: image_size={image_size}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"Expected an integer workers >= 1. Received: workers={workers!r}")
     params = _params_key(n_total, image_size, seed, counts)
     root = default_cache_dir(n_total, image_size, seed, counts) if root is None else Path(root)
     root = root.expanduser()
@@ -530,7 +535,7 @@ def generate_synthetic_cxr(
     tmp = root / f".tmp-synthetic-{os.getpid()}-{time.time_ns()}"
     t0 = time.perf_counter()
     try:
-        _write_images(tmp / DATASET_DIRNAME, counts, image_size, seed, progress)
+        _write_images(tmp / DATASET_DIRNAME, counts, image_size, seed, progress, workers)
         _write_metadata(tmp / DATASET_DIRNAME, params, counts)
         _move_into_place(tmp / DATASET_DIRNAME, dataset_root, params, counts)
     finally:
@@ -562,25 +567,48 @@ def _reusable(dataset_root: Path, params: dict, counts: dict) -> bool:
     return False
 
 
-def _write_images(tmp_ds: Path, counts: dict, image_size: int, seed: int, progress: bool):
+def _write_images(tmp_ds, counts, image_size, seed, progress, workers=1):
     """Draws and saves every image; image ``i`` of class ``ci`` is seeded by (seed, ci, i)."""
     t0 = time.perf_counter()
-    total = sum(counts.values())
-    done = 0
+    tasks = []
     for ci, c in enumerate(CLASS_NAMES):
         out = tmp_ds / c / "images"
         out.mkdir(parents=True)
-        for i in range(1, counts[c] + 1):
-            rng = np.random.default_rng([int(seed), ci, i])
-            arr = draw_cxr(c, rng, image_size)
-            path = out / f"{_file_prefix(c)}-{i}.png"
-            Image.fromarray(arr, mode="L").save(path, compress_level=1)
-            done += 1
+        prefix = _file_prefix(c)
+        tasks += [
+            (str(out / f"{prefix}-{i}.png"), ci, i, seed, image_size)
+            for i in range(1, counts[c] + 1)
+        ]
+    total = len(tasks)
+    if workers > 1 and total > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        pool = concurrent.futures.ProcessPoolExecutor(
+            min(workers, total), mp_context=multiprocessing.get_context("spawn")
+        )
+        chunk = max(1, min(256, total // (4 * workers)))
+        results = pool.map(_draw_and_save, tasks, chunksize=chunk)
+    else:
+        pool, results = None, map(_draw_and_save, tasks)
+    try:
+        for done, _ in enumerate(results, 1):
             if progress and (done % 200 == 0 or done == total):
                 print(
                     f"[synthetic] {done}/{total} images ({time.perf_counter() - t0:.1f} s)",
                     file=sys.stderr,
                 )
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _draw_and_save(task):
+    """One image of `_write_images`: ``(path, class index, number, seed, side)``."""
+    path, ci, i, seed, image_size = task
+    rng = np.random.default_rng([int(seed), ci, i])
+    arr = draw_cxr(CLASS_NAMES[ci], rng, image_size)
+    Image.fromarray(arr, mode="L").save(path, compress_level=1)
 
 
 def _write_metadata(tmp_ds: Path, params: dict, counts: dict):
@@ -676,8 +704,13 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=299, help="PNG side in pixels (default 299)")
     ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     ap.add_argument("--montage", default=None, help="also write per-class montages to this dir")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="processes drawing the images (default 1)"
+    )
     args = ap.parse_args(argv)
-    ds = generate_synthetic_cxr(args.out, args.n_total, args.image_size, args.seed)
+    ds = generate_synthetic_cxr(
+        args.out, args.n_total, args.image_size, args.seed, workers=args.workers
+    )
     print(ds)
     if args.montage:
         for p in save_class_montages(ds, args.montage):
