@@ -977,19 +977,13 @@ class ImageSequence(keras.utils.PyDataset):
         return math.ceil(len(self.paths) / self.batch_size)
 
     # -- decoding ----------------------------------------------------------------------------
-    def _get_pool(self):
-        if self._pool is None:
+    def _executor(self, name, threads):
+        """The thread pool in attribute ``name`` (``_pool``, ``_ahead_pool``), made on first use."""
+        if getattr(self, name) is None:
             with self._pool_lock:
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.decode_threads)
-        return self._pool
-
-    def _get_ahead_pool(self):
-        if self._ahead_pool is None:
-            with self._pool_lock:
-                if self._ahead_pool is None:
-                    self._ahead_pool = ThreadPoolExecutor(self.lookahead)
-        return self._ahead_pool
+                if getattr(self, name) is None:
+                    setattr(self, name, ThreadPoolExecutor(threads))
+        return getattr(self, name)
 
     def _load(self, i: int):
         """Returns the uint8 image at position i, or None (and records why) if unreadable."""
@@ -1010,7 +1004,7 @@ class ImageSequence(keras.utils.PyDataset):
 
     def _load_many(self, positions):
         if self.decode_threads > 1 and len(positions) > 1:
-            return list(self._get_pool().map(self._load, positions))
+            return list(self._executor("_pool", self.decode_threads).map(self._load, positions))
         return [self._load(i) for i in positions]
 
     def __getitem__(self, index):
@@ -1028,7 +1022,9 @@ class ImageSequence(keras.utils.PyDataset):
                 ahead = range(index + 1, min(index + 1 + self.lookahead, n_batches))
                 for j in ahead if self.epoch == epoch else ():
                     if (epoch, j) not in self._ahead:
-                        made = self._get_ahead_pool().submit(self._batch, order, j)
+                        made = self._executor("_ahead_pool", self.lookahead).submit(
+                            self._batch, order, j
+                        )
                         self._ahead[(epoch, j)] = made
         return batch
 
