@@ -169,13 +169,14 @@ def _canonical_axis(axis, rank, y_pred_shape):
     return axis % rank
 
 
-def _check_alpha_length(alpha, y_pred_shape, axis):
+def _check_alpha_length(alpha, y_pred_shape, axis, name="alpha"):
+    """One weight per class; ``name`` is the argument the error names (`alpha`, `weights`)."""
     num_classes = y_pred_shape[axis]
     if num_classes is not None and num_classes != len(alpha):
         raise ValueError(
-            f"Expected `alpha` to hold one weight per class: {num_classes} values for "
-            f"y_pred.shape={y_pred_shape} (class axis={axis}). Received: alpha of length "
-            f"{len(alpha)}, alpha={list(alpha)}"
+            f"Expected `{name}` to hold one weight per class: {num_classes} values for "
+            f"y_pred.shape={y_pred_shape} (class axis={axis}). Received: {name} of length "
+            f"{len(alpha)}, {name}={list(alpha)}"
         )
 
 
@@ -325,7 +326,7 @@ def _nan_where_invalid(loss, y_true, num_classes):
     return ops.where(valid, loss, ops.full_like(loss, np.nan))
 
 
-def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
+def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis, name="alpha"):
     y_true, y_pred, from_logits, pred_shape, axis = _prepare(
         y_true, y_pred, from_logits, axis, "attention_weighted_cce"
     )
@@ -336,7 +337,7 @@ def _categorical(y_true, y_pred, alpha, from_logits, label_smoothing, axis):
             f"have the same shape. Received: y_true.shape={true_shape}, "
             f"y_pred.shape={pred_shape}. For integer labels use SparseAttentionWeightedCCE."
         )
-    _check_alpha_length(alpha, pred_shape, axis)
+    _check_alpha_length(alpha, pred_shape, axis, name)
     _check_targets(y_true)
     compute_dtype = _compute_dtype(y_pred)
     y_true = _cast(y_true, compute_dtype)
@@ -717,19 +718,6 @@ def _resolve_class_weights(weights):
     return tuple(float(v) for v in array)
 
 
-def _cwbcce(y_true, y_pred, weights, from_logits, label_smoothing, axis):
-    """Checks that there is one weight per class, then the shared weighted CCE."""
-    shape = _shape(ops.convert_to_tensor(y_pred))
-    num_classes = shape[_canonical_axis(axis, len(shape), shape)] if shape else None
-    if num_classes is not None and num_classes != len(weights):
-        raise ValueError(
-            f"Expected one class weight per class: {num_classes} values for "
-            f"y_pred.shape={shape} (class axis={axis}). Received: weights of length "
-            f"{len(weights)}, weights={list(weights)}"
-        )
-    return _categorical(y_true, y_pred, weights, from_logits, label_smoothing, axis)
-
-
 def cwbcce_weights(counts: Any) -> tuple[float, ...]:
     """Balanced class weights of Tyagi, Roy & Bansal (ICPR 2022) from class counts.
 
@@ -819,7 +807,9 @@ def custom_weighted_balanced_cce(
     """
     weights = _resolve_class_weights(weights)
     _check_options(from_logits, label_smoothing, axis)
-    return _cwbcce(y_true, y_pred, weights, bool(from_logits), float(label_smoothing), axis)
+    return _categorical(
+        y_true, y_pred, weights, bool(from_logits), float(label_smoothing), axis, "weights"
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_freeze")
@@ -918,13 +908,14 @@ class CustomWeightedBalancedCCE(keras.losses.Loss):
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
-        return _cwbcce(
+        return _categorical(
             y_true,
             y_pred,
             self.class_weights,
             self.from_logits,
             self.label_smoothing,
             self.axis,
+            "weights",
         )
 
     def get_config(self):

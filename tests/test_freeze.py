@@ -276,7 +276,8 @@ def test_report_parameter_counts_and_summary(mobilenet):
 # --------------------------------------------------------------------------- training
 
 
-def _bn_model():
+def bn_model():
+    """Dense -> BatchNormalization -> Dense head (also used by test_freeze_by_name.py)."""
     inputs = keras.Input((4,))
     x = keras.layers.Dense(8, name="dense_in")(inputs)
     x = keras.layers.BatchNormalization(name="bn")(x)
@@ -294,7 +295,7 @@ def _fit(model, epochs=2):
 
 @pytest.mark.parametrize("freeze_bn", [True, False])
 def test_frozen_layers_do_not_change_during_fit(freeze_bn):
-    model = _bn_model()
+    model = bn_model()
     # Layers: input, dense_in, bn, head. 0.75 freezes input, dense_in, bn.
     freeze_fraction(model, 0.75 if freeze_bn else 0.5)
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}

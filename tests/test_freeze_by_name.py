@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_freeze import bn_model
 
 from keras_freeze import flatten_layers
 from keras_freeze import freeze
@@ -80,23 +81,15 @@ def test_bad_arguments(kwargs, match):
         freeze(_chain(2), **kwargs)
 
 
-def _bn_model():
-    inputs = keras.Input((4,))
-    x = keras.layers.Dense(8, name="dense_in")(inputs)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    outputs = keras.layers.Dense(2, activation="softmax", name="head")(x)
-    return keras.Model(inputs, outputs)
-
-
 def test_freezing_only_batchnorm_with_train_bn_is_an_error():
     with pytest.raises(ValueError, match="freeze at least one layer"):
-        freeze(_bn_model(), match="bn", train_bn=True)
+        freeze(bn_model(), match="bn", train_bn=True)
 
 
 @pytest.mark.parametrize("how", ["freeze", "freeze_fraction"])
 def test_train_bn_keeps_batchnorm_trainable_in_training_mode(how):
     """BN in the frozen set trains (gamma, moving mean move); the other frozen layers do not."""
-    model = _bn_model()
+    model = bn_model()
     if how == "freeze":
         report = freeze(model, until="bn", train_bn=True)
     else:
