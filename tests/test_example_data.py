@@ -152,6 +152,18 @@ def test_generator_refuses_bad_workers(tmp_path, workers):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--workers", "0"], "workers=0"), (["--image-size", "8"], "image_size >= 32")],
+)
+def test_generator_command_refuses_bad_options_in_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        synthetic.main(["--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
 def test_generator_refuses_to_overwrite_user_data(tmp_path):
     for c in data.CLASS_NAMES:
         _png(tmp_path / "COVID-19_Radiography_Dataset" / c / "images" / f"{c}-1.png")

@@ -708,9 +708,12 @@ def main(argv=None) -> int:
         "--workers", type=int, default=1, help="processes drawing the images (default 1)"
     )
     args = ap.parse_args(argv)
-    ds = generate_synthetic_cxr(
-        args.out, args.n_total, args.image_size, args.seed, workers=args.workers
-    )
+    try:
+        ds = generate_synthetic_cxr(
+            args.out, args.n_total, args.image_size, args.seed, workers=args.workers
+        )
+    except (ValueError, FileExistsError) as e:  # bad sizes or workers, or a foreign folder
+        ap.error(str(e))
     print(ds)
     if args.montage:
         for p in save_class_montages(ds, args.montage):
