@@ -41,8 +41,11 @@ def _n_params(weights):
     return sum(int(np.prod(w.shape)) for w in weights)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def mobilenet():
+    """A fresh MobileNetV2 per test: the tests freeze it, wrap it and record its flags, and
+    `unfreeze` restores the flags of the first freeze, which a shared model would take from
+    whichever test ran before it (an order that pytest-xdist changes from run to run)."""
     keras.utils.clear_session()
     return keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
 
