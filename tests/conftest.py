@@ -1,23 +1,17 @@
 """Shared test configuration: a hypothesis profile fit for CI and small helpers.
 
-The COVID CXR example (examples/covid_cxr/) is a folder of scripts, not a package: when
-`reproduce.py` runs, its own folder is on sys.path and it imports its siblings plainly
-(`import data`). The tests import them the same way, so the folder is put on sys.path once,
-here.
+Library tests live in tests/library/, the COVID CXR example's in tests/example/. The example
+(examples/covid_cxr/) is a folder of scripts, not a package: when `reproduce.py` runs, its own
+folder is on sys.path and it imports its siblings plainly (`import folds`). Its tests import them
+the same way; pyproject.toml's pytest `pythonpath` setting puts the folder on the path.
 """
 
 import os
-import sys
-from pathlib import Path
 
 import keras
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings
-
-EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "covid_cxr"
-if str(EXAMPLE_DIR) not in sys.path:
-    sys.path.insert(0, str(EXAMPLE_DIR))
 
 settings.register_profile(
     "ci",

@@ -34,7 +34,7 @@ from sklearn import metrics as skm
 
 import keras_freeze
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "covid_cxr"
 SCRIPT = EXAMPLE / "reproduce.py"
 

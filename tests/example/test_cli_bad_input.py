@@ -24,7 +24,7 @@ import settings
 import synthetic
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "covid_cxr" / "reproduce.py"
 MOBILENET = ["--experiments", "finetune", "freeze", "stochastic", "freeze+attention"]
 # The MobileNetV2 experiments at 32 px (Inception-V3 needs 75 px; a later --experiments wins).
