@@ -52,6 +52,15 @@ _MAX_DECODE_THREADS = 4
 MAX_MC_SAMPLES = 10**7
 #: Default `max_samples`: samples read from a stream of unknown length.
 DEFAULT_MAX_SAMPLES = 1_000_000
+#: Largest `image_size`: a chest radiograph is at most about 4,000 pixels a side,
+#: so a larger side only upscales, and one 4096 x 4096 float32 image already
+#: takes 64 MiB (a pool of 2 * mc_samples of them, more).
+MAX_IMAGE_SIZE = 4096
+#: `alpha1` must stay this far below 1. Closer, the class is indistinguishable
+#: from its nearest class up to Monte-Carlo noise and float rounding (identical
+#: images give alpha1 = 1 - 1e-7), and eq. (3) would give it a weight above
+#: 4000 * n (q = 0.25), hundreds of times any other class's.
+ALPHA1_MARGIN = 1e-3
 
 
 # --------------------------------------------------------------------------
@@ -93,7 +102,14 @@ class _Options:
             gamma=check.nonnegative_float("gamma", gamma),
             n=check.positive_float("n", n),
             q=check.positive_float("q", q),
-            image_size=check.integer("image_size", image_size, 2),
+            image_size=check.integer(
+                "image_size",
+                image_size,
+                2,
+                maximum=MAX_IMAGE_SIZE,
+                why=" (a radiograph has at most about 4,000 pixels a side; a larger side only "
+                "upscales, at 64 MiB per image already at 4096)",
+            ),
             similarity=similarity,
             similarity_name=similarity_name(similarity),
             seed=_sampling.new_seed() if seed is None else seed,
@@ -195,8 +211,16 @@ def _tf_batches(dataset):
             "Received: a dataset of infinite cardinality (e.g. `.repeat()` without a "
             "count). Pass the dataset before `.repeat()`, or `dataset.take(n)`."
         )
+    spec = dataset.element_spec
+    if isinstance(spec, dict) or not isinstance(spec, (tuple, list)) or len(spec) < 2:
+        keys = f" with keys {sorted(spec)}" if isinstance(spec, dict) else ""
+        raise ValueError(
+            "Expected a tf.data.Dataset of (x, y) elements (or (x, y, sample_weight)). "
+            f"Received: elements of type {type(spec).__name__}{keys}. Map them to tuples "
+            "first, e.g. `dataset.map(lambda d: (d['image'], d['label']))`."
+        )
     try:
-        if dataset.element_spec[1].shape.rank == 0:  # unbatched (image, label) elements
+        if spec[1].shape.rank == 0:  # unbatched (image, label) elements
             dataset = dataset.batch(256)
     except (TypeError, IndexError, AttributeError):
         pass
@@ -321,6 +345,29 @@ def _pools_from_arrays(x, y, options):
     return pools, dict(reservoir.seen), k
 
 
+def _check_no_empty_classes(k, counts):
+    """Refuses labels 0..k-1 with classes absent, before building k class names.
+
+    A stray label such as 2**40 would otherwise make 2**40 class names.
+    """
+    missing = k - len(counts)
+    if missing <= 0:
+        return
+    first = []
+    for c in range(k):  # ends after len(counts) + 3 steps at most
+        if c not in counts:
+            first.append(c)
+            if len(first) == 3:
+                break
+    more = f" and {missing - len(first):_} more" if missing > len(first) else ""
+    raise ValueError(
+        f"Expected integer labels 0..K-1 with every class present (each class needs 2 "
+        f"images). Received: labels up to {k - 1:_} but {missing:_} of these {k:_} classes "
+        f"are empty: {first}{more}. Labels out of range? Relabel the classes to 0..K-1, or "
+        "pass `class_names` to fix K (labels outside it are then refused)."
+    )
+
+
 def _labelled_pools(dataset, options):
     """`_Pools` of arrays or a stream of batches (labels 0..K-1)."""
     if (
@@ -335,9 +382,30 @@ def _labelled_pools(dataset, options):
         names = list(options.class_names)
     else:
         k = k if k is not None else (max(counts) + 1 if counts else 0)
+        _check_no_empty_classes(k, counts)
         names = [str(i) for i in range(k)]
     counts = np.array([counts.get(c, 0) for c in range(len(names))], dtype=np.int64)
     return _Pools(names, counts, pools)
+
+
+def _decode_or_reason(path, image_size):
+    """`_images._decode_resized`, with any failure that does not name the file turned
+    into a skip reason (e.g. Pillow's "conversion from LAB to RGB not supported").
+
+    A `ValueError` naming the file (non-finite or out-of-range pixels) still raises:
+    the file is an image with bad values, which the user must fix.
+    """
+    try:
+        return _images._decode_resized(path, image_size)
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoder failure: not usable
+        if isinstance(error, ValueError) and repr(str(path)) in str(error):
+            raise
+        return None, ValueError(
+            f"cannot convert image file {str(path)!r} to grayscale: "
+            f"{type(error).__name__}: {error}"
+        )
 
 
 def _decode_sample(files, order, capacity, image_size, executor):
@@ -349,7 +417,7 @@ def _decode_sample(files, order, capacity, image_size, executor):
     """
     want = min(capacity, len(order))
     pool = np.empty((want, image_size, image_size), dtype=np.float32)
-    decode = functools.partial(_images._decode_resized, image_size=image_size)
+    decode = functools.partial(_decode_or_reason, image_size=image_size)
     got, bad, pos = 0, [], 0
     while got < want and pos < len(order):
         chunk = [files[j] for j in order[pos : pos + want - got]]
@@ -425,6 +493,8 @@ def _directory_pools(root, options):
 
 
 def _collect(dataset, options):
+    if isinstance(dataset, bytes):  # a bytes path, never a stream of bytes
+        dataset = os.fsdecode(dataset)
     if isinstance(dataset, (str, os.PathLike)):
         pools = _directory_pools(dataset, options)
     else:
@@ -484,15 +554,21 @@ def _nearest(sim, names):
 
 
 def _check_alpha1(alpha1, r_inter, class_im, sigma_intra, nearest, names, options):
-    for c in range(len(names)):
-        if not alpha1[c] < 1.0:
+    """Raises, naming the class of largest alpha1, if any alpha1 is within the margin of 1."""
+    worst = np.where(np.isnan(alpha1), np.inf, alpha1)
+    for c in np.argsort(-worst, kind="stable")[:1]:
+        if not alpha1[c] <= 1.0 - ALPHA1_MARGIN:
             raise ValueError(
-                f"alpha1 reaches 1 for class {names[c]!r} (index {c}): alpha1="
+                f"Expected alpha1 <= 1 - {ALPHA1_MARGIN:g} for every class (eq. 3 alpha = n / "
+                f"(1 - alpha1**q) grows without bound as alpha1 nears 1). Received: alpha1 "
+                f"reaches 1 for class {names[c]!r} (index {c}), to within {ALPHA1_MARGIN:g}: "
+                "alpha1="
                 f"{alpha1[c]:.6g} = r_inter {r_inter[c]:.6g} (nearest class "
                 f"{names[nearest[c]]!r}) + beta*class_im {options.beta * class_im[c]:.6g} + "
                 f"gamma*sigma_intra {options.gamma * sigma_intra[c]:.6g}. Eq. (3) alpha = n / "
                 "(1 - alpha1**q) is undefined for alpha1 >= 1: the class is (nearly) "
-                "indistinguishable from its nearest class under this similarity. Check for "
+                "indistinguishable from its nearest class under this similarity (identical "
+                "images give alpha1 = 1 up to rounding). Check for "
                 "duplicated classes, lower beta/gamma, or use another similarity."
             )
 
@@ -609,7 +685,8 @@ def estimate_class_attention(
             class, x / y length mismatch, non-image arrays, bad labels or
             rows that are not one-hot, non-finite pixels (naming the file or
             sample), an empty or missing directory, an infinite input,
-            invalid arguments, or `alpha1` reaching 1 (eq. 3 undefined).
+            invalid arguments, or `alpha1` within 0.001 of 1 (eq. 3 undefined or
+            unbounded: the class is indistinguishable from its nearest class).
 
     Example:
 

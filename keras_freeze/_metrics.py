@@ -48,7 +48,7 @@ def _class_names(class_names, num_classes):
     if class_names is None:
         names = [str(i) for i in range(num_classes)]
         return names, names
-    names = [str(name) for name in class_names]
+    names = check.name_list(class_names)
     if len(names) != num_classes:
         raise ValueError(
             f"Expected {num_classes} class names, one per output column. "
@@ -78,6 +78,13 @@ def _as_probabilities(y_prob, from_logits):
         p = y_prob[:, 0]
         if from_logits:
             p = 1.0 / (1.0 + np.exp(-p))
+        elif p.min() < 0.0 or p.max() > 1.0:
+            raise ValueError(
+                "Expected sigmoid probabilities in [0, 1] for a single output column. "
+                f"Received: scores in [{p.min():.6g}, {p.max():.6g}]. If the model outputs "
+                "logits (no sigmoid), pass from_logits=True; thresholding such scores at 0.5 "
+                "would be meaningless."
+            )
         return np.stack([1.0 - p, p], axis=1)
     if from_logits:
         exp = np.exp(y_prob - y_prob.max(axis=1, keepdims=True))
@@ -314,6 +321,7 @@ class ClassificationReport(Mapping):
 def _compute(y_true, y_prob, class_names, zero_division, from_logits):
     """Returns (report, names of the classes whose AUC is undefined)."""
     zero_division = check.zero_division(zero_division)
+    from_logits = check.boolean("from_logits", from_logits)
     prob = _as_probabilities(y_prob, from_logits)
     n, k = prob.shape
     names, keys = _class_names(class_names, k)
@@ -421,6 +429,17 @@ def classification_metrics(
 # --------------------------------------------------------------------------
 
 
+# `tf.data.INFINITE_CARDINALITY`, without importing TensorFlow.
+_TF_INFINITE = -1
+
+
+def _is_endless_tf_dataset(data):
+    module = type(data).__module__ or ""
+    if not module.startswith("tensorflow") or not hasattr(data, "cardinality"):
+        return False
+    return int(data.cardinality()) == _TF_INFINITE
+
+
 def _check_validation_data(validation_data):
     if isinstance(validation_data, tuple):
         if len(validation_data) != 2:
@@ -438,6 +457,13 @@ def _check_validation_data(validation_data):
             )
     elif isinstance(validation_data, keras.utils.PyDataset):
         pass
+    elif _is_endless_tf_dataset(validation_data):
+        raise ValueError(
+            "Expected validation_data that ends (the metrics are computed once the model has "
+            "predicted all of it, at every epoch end). Received: a tf.data.Dataset of "
+            "infinite cardinality (e.g. `.repeat()` without a count), which would never end. "
+            "Pass the dataset before `.repeat()`, or `dataset.take(n)`."
+        )
     elif hasattr(validation_data, "__iter__") and not isinstance(
         validation_data, (str, bytes, dict, np.ndarray)
     ):
@@ -538,12 +564,12 @@ class ClassificationMetrics(keras.callbacks.Callback):
         if not isinstance(prefix, str):
             raise ValueError(f"Expected prefix to be a string. Received: prefix={prefix!r}")
         self.validation_data = validation_data
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.class_names = None if class_names is None else check.name_list(class_names)
         self.batch_size = check.integer("batch_size", batch_size, 1, allow_none=True)
         self.prefix = prefix
         self.keep_confusion_matrix = bool(keep_confusion_matrix)
         self.zero_division = check.zero_division(zero_division)
-        self.from_logits = bool(from_logits)
+        self.from_logits = check.boolean("from_logits", from_logits)
         self.verbose = int(verbose)
         self.confusion_matrix = None
         self.last_metrics = None

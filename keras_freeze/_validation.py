@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -130,9 +131,23 @@ def zero_division(value):
     return float(value)
 
 
+def name_list(names, what="class names"):
+    """A list of strings from a sequence of names; a bare string is refused.
+
+    A bare string would be split into its characters (`"abc"` -> `a`, `b`, `c`).
+    """
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise ValueError(
+            f"Expected {what} as a list of strings, one per class (a bare string would be "
+            f"split into its characters). Received: {what.replace(' ', '_')}={names!r}. "
+            f"Pass a list, e.g. [{names!r}] for a single name."
+        )
+    return [str(c) for c in names]
+
+
 def distinct_names(names, what="class names"):
-    """A list of distinct strings."""
-    names = [str(c) for c in names]
+    """A list of distinct strings, from a sequence of names (a bare string is refused)."""
+    names = name_list(names, what)
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct {what}. Received: {names}")
     return names
