@@ -18,12 +18,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from keras_freeze import _dicom
 from keras_freeze import _validation as check
 
 __all__ = ["IMAGE_EXTENSIONS", "ClassImages", "decode_image", "list_class_images"]
 
-#: File extensions recognised as images (matched case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+#: File extensions recognised as images (matched case-insensitively); `.dcm`
+#: files are read with pydicom (the `dicom` extra), the others with Pillow.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm")
+# Extensions of the files read with pydicom.
+_DICOM_EXTENSIONS = (".dcm",)
 
 # Files that operating systems drop into folders: skipped without a report.
 _JUNK_FILES = ("desktop.ini", "thumbs.db", ".ds_store")
@@ -66,9 +70,9 @@ class ClassImages:
     def __post_init__(self):
         labels = np.array(self.labels, dtype=np.int64, copy=True).reshape(-1)
         labels.setflags(write=False)
-        object.__setattr__(self, "root", os.fspath(self.root))
+        object.__setattr__(self, "root", os.fsdecode(self.root))
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
-        object.__setattr__(self, "paths", tuple(os.fspath(p) for p in self.paths))
+        object.__setattr__(self, "paths", tuple(os.fsdecode(p) for p in self.paths))
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "skipped", tuple((str(p), str(r)) for p, r in self.skipped))
         if len(labels) != len(self.paths):
@@ -101,6 +105,25 @@ class ClassImages:
     __hash__ = None
 
 
+def _path_argument(name, value):
+    """`value` (str, bytes or path-like) as a str path; bytes via `os.fsdecode`."""
+    try:
+        return os.fsdecode(os.fspath(value))
+    except TypeError:
+        raise ValueError(
+            f"Expected {name} to be a path (str, bytes or os.PathLike). "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        ) from None
+
+
+def _is_dir(entry):
+    """`entry.is_dir()`, False for an entry that cannot be read (e.g. a symlink loop)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _class_folders(root, class_names):
     """The class names to read: all non-hidden sub-folders, or the checked `class_names`."""
     if not os.path.isdir(root):
@@ -110,7 +133,7 @@ def _class_folders(root, class_names):
         )
     try:
         with os.scandir(root) as entries:
-            found = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+            found = sorted(e.name for e in entries if _is_dir(e) and not e.name.startswith("."))
     except OSError as e:
         raise ValueError(f"Cannot read directory {root!r}: {e}") from e
     if class_names is None:
@@ -137,11 +160,14 @@ def _skip_reason(entry):
     name = entry.name
     if name.startswith(".") or name.lower() in _JUNK_FILES:
         return ""  # hidden files, AppleDouble `._x.png`, OS junk
-    if not name.lower().endswith(IMAGE_EXTENSIONS):
-        return "a directory" if entry.is_dir() else "not an image file"
-    if not entry.is_file():
-        kind = "a directory" if entry.is_dir() else "not a regular file"
-        return f"{kind} named like an image"
+    try:
+        if not name.lower().endswith(IMAGE_EXTENSIONS):
+            return "a directory" if entry.is_dir() else "not an image file"
+        if not entry.is_file():
+            kind = "a directory" if entry.is_dir() else "not a regular file"
+            return f"{kind} named like an image"
+    except OSError as error:  # e.g. a symlink that points to itself (ELOOP)
+        return f"cannot be read ({error.strerror or error})"
     return None
 
 
@@ -174,21 +200,28 @@ def list_class_images(
     files (including macOS `._x.png` companions) and OS junk (`Thumbs.db`,
     `desktop.ini`) are skipped silently; other entries that are not image
     files, such as a `notes.txt` or a directory named `x.png`, are skipped
-    and reported in `skipped`. Files are in natural order (`img2` before
-    `img10`, case-insensitive). Nothing is decoded.
+    and reported in `skipped`, as is an entry that cannot be read (a
+    symbolic link that points to itself). Files are in natural order (`img2`
+    before `img10`, case-insensitive). Nothing is decoded.
+
+    Paths are str: a name that is not valid UTF-8 (on POSIX) is decoded with
+    `os.fsdecode` (surrogate escapes), so `os.fsencode(path)` gives its bytes
+    back and `decode_image(path)` opens it.
 
     Args:
-        directory: The data set root (str or path).
-        class_names: The class folders to read, in label order. Defaults to
-            `None`: every non-hidden sub-folder, sorted by name.
+        directory: The data set root (str, bytes or path).
+        class_names: The class folders to read, in label order (a list of
+            str, not one bare str). Defaults to `None`: every non-hidden
+            sub-folder, sorted by name.
 
     Returns:
         A `ClassImages` with the paths, their labels and the skipped entries.
 
     Raises:
-        ValueError: If `directory` is not a directory or has no sub-folders,
-            or a class in `class_names` has no folder (the message lists the
-            missing and the existing folders), or names repeat.
+        ValueError: If `directory` is not a path or not a directory or has no
+            sub-folders, or a class in `class_names` has no folder (the
+            message lists the missing and the existing folders), or names
+            repeat, or `class_names` is a bare string.
 
     Example:
 
@@ -206,7 +239,7 @@ def list_class_images(
     >>> [(pathlib.Path(p).name, why) for p, why in images.skipped]
     [('notes.txt', 'not an image file')]
     """
-    root = os.fspath(directory)
+    root = _path_argument("directory", directory)
     names = _class_folders(root, class_names)
     paths, labels, skipped = [], [], []
     for index, name in enumerate(names):
@@ -308,8 +341,24 @@ def _to_unit_array(im, mode, path):
         return _float_to_unit(np.asarray(im, dtype=np.float32), path)
     target = "L" if mode == "gray" or im.mode in _GRAY_MODES else "RGB"
     if im.mode != target:
-        im = im.convert(target)
+        im = _convert(im, target, path)
     return np.asarray(im, dtype=np.float32) / np.float32(255.0)
+
+
+def _convert(im, target, path):
+    """`im.convert(target)`; "L" through "RGB" for modes Pillow turns into RGB only (LAB)."""
+    try:
+        try:
+            return im.convert(target)
+        except ValueError:  # "conversion from LAB to RGB not supported" (LAB -> L)
+            if target != "L":
+                raise
+            return im.convert("RGB").convert("L")
+    except (ValueError, OSError) as error:
+        raise OSError(
+            f"Cannot convert image file {path!r} (Pillow mode {im.mode!r}) to {target!r}: "
+            f"{error}. Save it as grayscale or RGB (8 or 16 bits)."
+        ) from error
 
 
 def _resize(array, size, interpolation):
@@ -327,8 +376,35 @@ def _resize(array, size, interpolation):
         return np.asarray(resized, dtype=np.float32)
 
     if array.ndim == 2:
-        return one(array)
-    return np.stack([one(array[..., c]) for c in range(array.shape[-1])], axis=-1)
+        resized = one(array)
+    else:
+        resized = np.stack([one(array[..., c]) for c in range(array.shape[-1])], axis=-1)
+    # Bicubic and Lanczos overshoot at sharp edges (e.g. -0.1 or 1.1): back into [0, 1].
+    return np.clip(resized, 0.0, 1.0)
+
+
+#: EXIF Orientation values whose display swaps width and height (a quarter turn).
+_QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def _exif_orientation(im):
+    """The EXIF Orientation (1-8) of a Pillow image; 1 (as stored) when absent or invalid."""
+    try:
+        value = im.getexif().get(0x0112, 1)  # 0x0112: the Orientation tag
+    except Exception:  # noqa: BLE001 - unreadable EXIF: use the pixels as stored
+        return 1
+    return value if check.is_integer(value) and 1 <= value <= 8 else 1
+
+
+def _upright(im):
+    """`im` turned as its EXIF Orientation says (a new image), or `im` itself."""
+    if _exif_orientation(im) == 1:
+        return im
+    from PIL import ImageOps
+
+    turned = ImageOps.exif_transpose(im)
+    im.close()
+    return turned
 
 
 def _open_and_convert(path, mode, size):
@@ -338,8 +414,10 @@ def _open_and_convert(path, mode, size):
     try:
         im = image.open(path)
         if size is not None:  # JPEG: decode at the smallest DCT scale >= size
-            im.draft(None, size[::-1])
+            turned = _exif_orientation(im) in _QUARTER_TURNS
+            im.draft(None, size if turned else size[::-1])  # draft takes (width, height)
         im.load()
+        im = _upright(im)
     except Exception as error:  # noqa: BLE001 - any decoder failure: not readable
         if im is not None:
             im.close()
@@ -363,11 +441,13 @@ def decode_image(
 
     The one decoder of keras-freeze (the attention estimator reads directory
     images with it). Pixel values are mapped to [0, 1] by this rule, so that
-    every bit depth gives the same picture and nothing is ever clipped:
+    every bit depth gives the same picture and no stored value is ever
+    clipped:
 
     - 8-bit images (`L`, `RGB`, palette, `LA`, `RGBA`, `CMYK`, ...) are
       converted by Pillow to `L` or `RGB` (alpha dropped) and divided by 255;
-      1-bit images give {0, 1}.
+      1-bit images give {0, 1}. A `LAB` TIFF goes to `L` through `RGB`; a
+      mode Pillow cannot convert raises an `OSError` naming the file.
     - Integer images deeper than 8 bits (`I;16`, `I;16B`, `I`; 16-bit PNG or
       TIFF radiographs) are divided by `2**b - 1`, where `b` is the smallest
       of 8, 10, 12, 14, 16 with `max value < 2**b`. So 12-bit data stored in
@@ -378,18 +458,30 @@ def decode_image(
       pixel is finite and in [0, 1]; a NaN / infinite pixel or any other
       range raises a `ValueError` naming the file, the problem and the fix
       (never a silent rescale or clip).
+    - DICOM files (`.dcm`, read with pydicom: `pip install
+      "keras-freeze[dicom]"`) go through the DICOM display pipeline: the
+      Modality LUT (or Rescale Slope / Intercept), then the VOI LUT (or the
+      first Window Center / Width), then `(v - low) / (high - low)`, where
+      `[low, high]` is the output range of that last step (the VOI LUT's
+      `[0, 2**bits - 1]`; for a window or no VOI, the Modality LUT output of
+      every storable value), so a window maps to exactly [0, 1]; MONOCHROME1
+      is inverted (`1 - x`) so that 1 is white. Colour DICOM is divided by
+      `2**BitsStored - 1`.
 
-    Resizing is done in float32, channel by channel, with Pillow's filter
-    (antialiased when shrinking); a JPEG is first decoded at the smallest
-    scale not below the target size (Pillow's `draft`).
+    An EXIF Orientation tag (a phone or scanner JPEG turned 90 degrees) is
+    applied, so the pixels are as a viewer shows them. Resizing is done in
+    float32, channel by channel, with Pillow's filter (antialiased when
+    shrinking), then clipped to [0, 1] (bicubic and Lanczos overshoot at
+    sharp edges); a JPEG is first decoded at the smallest scale not below
+    the target size (Pillow's `draft`).
 
     Args:
-        path: The image file (str or path).
+        path: The image file (str, bytes or path).
         image_size: `None` (default) to keep the file's size, an int for a
             square image, or a `(height, width)` pair.
         mode: `"rgb"` (default) for `(H, W, 3)` pixels (a grayscale image is
             replicated to three channels), or `"gray"` for `(H, W)` pixels
-            (colour images are converted with Pillow's ITU-R 601-2 luma).
+            (colour images are converted with ITU-R 601-2 luma, Pillow's).
         interpolation: One of `"bilinear"` (default), `"nearest"`,
             `"bicubic"`, `"lanczos"`, `"box"`.
 
@@ -399,10 +491,14 @@ def decode_image(
 
     Raises:
         OSError: If the file is missing or cannot be decoded (the message
-            names the file).
+            names the file), including a compressed DICOM file whose
+            pixel-data decoder is not installed (the message names the
+            package) and a multi-frame DICOM file.
         ValueError: If the pixels cannot be mapped to [0, 1] by the rule
             above (non-finite or out-of-range float pixels, integers beyond
             16 bits), or an argument is invalid.
+        ImportError: For a `.dcm` file without pydicom (the message gives
+            the `pip install` command).
 
     Example:
 
@@ -421,8 +517,13 @@ def decode_image(
     size = _target_size(image_size)
     check.one_of("mode", mode, ("rgb", "gray"))
     check.one_of("interpolation", interpolation, INTERPOLATIONS)
-    path = os.fspath(path)
-    array = _open_and_convert(path, mode, size)
+    path = _path_argument("path", path)
+    if path.lower().endswith(_DICOM_EXTENSIONS):
+        array = _dicom.decode(path)
+        if mode == "gray" and array.ndim == 3:
+            array = _to_gray(array)
+    else:
+        array = _open_and_convert(path, mode, size)
     if size is not None:
         array = _resize(array, size, interpolation)
     if mode == "rgb" and array.ndim == 2:
@@ -451,8 +552,12 @@ def header_problem(path):
     """None if Pillow can read the image header of `path`, else why not (a str).
 
     Cheap (no pixel data is decoded): used to count the images of a class
-    without decoding them all.
+    without decoding them all. A `.dcm` file is read with pydicom up to its
+    pixel data, and a compressed one whose decoder is not installed is named
+    with the package to install.
     """
+    if os.fspath(path).lower().endswith(_DICOM_EXTENSIONS):
+        return _dicom.header_problem(path)
     image = _pil_image()
     try:
         with image.open(path) as im:

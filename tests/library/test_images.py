@@ -1,4 +1,4 @@
-"""Tests for list_class_images / ClassImages on folders built in tmp_path."""
+"""Tests for list_class_images / ClassImages and decode_image on files built in tmp_path."""
 
 import dataclasses
 import os
@@ -71,7 +71,9 @@ def test_extensions_are_matched_case_insensitively(tmp_path):
     exts = list(IMAGE_EXTENSIONS) + [e.upper() for e in IMAGE_EXTENSIONS] + [".JpEg"]
     _touch(tmp_path, *(f"c/f{i}{e}" for i, e in enumerate(exts)), "d/x.png")
     assert list_class_images(tmp_path).counts()["c"] == len(exts)
-    assert IMAGE_EXTENSIONS == (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+    assert IMAGE_EXTENSIONS == (
+        ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm"
+    )
 
 
 def test_hidden_and_junk_files_are_skipped_silently(tmp_path):
@@ -100,6 +102,61 @@ def test_other_entries_are_skipped_with_a_reason(tmp_path):
         os.path.join("c", "notes.txt"): "not an image file",
         os.path.join("c", "sub"): "a directory",
     }
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="POSIX symlinks")
+def test_unreadable_links_are_reported_not_raised(tmp_path):
+    _touch(tmp_path, "c/x.png", "d/y.png")
+    os.symlink("loop.png", tmp_path / "c" / "loop.png")  # points to itself: ELOOP on stat
+    os.symlink("loop", tmp_path / "c" / "loop")
+    os.symlink("missing.png", tmp_path / "c" / "dangling.png")
+    os.symlink("e", tmp_path / "e")  # a looping link at the root is not a class folder
+    images = list_class_images(tmp_path)
+    assert images.class_names == ("c", "d")
+    assert [os.path.basename(p) for p in images.paths] == ["x.png", "y.png"]
+    skipped = {os.path.basename(p): why for p, why in images.skipped}
+    assert skipped == {
+        "dangling.png": "not a regular file named like an image",
+        "loop": "cannot be read (Too many levels of symbolic links)",
+        "loop.png": "cannot be read (Too many levels of symbolic links)",
+    }
+
+
+def test_bytes_and_path_directories_list_the_same(tmp_path):
+    _touch(tmp_path, "a/1.png", "b/2.png")
+    as_str = list_class_images(str(tmp_path))
+    assert list_class_images(os.fsencode(tmp_path)) == as_str == list_class_images(tmp_path)
+    assert isinstance(list_class_images(os.fsencode(tmp_path)).root, str)
+    for bad in (3, None, ["a"]):
+        with pytest.raises(ValueError, match=r"Expected directory to be a path .*Received"):
+            list_class_images(bad)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_names_that_are_not_utf8_are_listed_and_decoded(tmp_path):
+    root = os.fsencode(tmp_path)
+    try:
+        os.mkdir(os.path.join(root, b"cls\xff"))
+    except OSError:  # e.g. a file system that only takes UTF-8 names
+        pytest.skip("this file system refuses names that are not UTF-8")
+    os.mkdir(os.path.join(root, b"plain"))
+    pixels = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    for name in (b"cls\xff/img\xfe.png", b"plain/ok.png"):
+        with open(os.path.join(root, name), "wb") as f:
+            Image.fromarray(pixels).save(f, format="PNG")
+    images = list_class_images(tmp_path)
+    assert images.class_names == ("cls\udcff", "plain")
+    assert os.fsencode(images.paths[0]).endswith(b"cls\xff/img\xfe.png")
+    assert repr(images.paths[0])  # printable: surrogate escapes, no UnicodeError
+    for path in images.paths:
+        np.testing.assert_array_equal(keras_freeze.decode_image(path, mode="gray"), np.float32(pixels) / 255)
+
+
+def test_class_names_as_a_bare_string_is_refused(tmp_path):
+    _touch(tmp_path, "abc/1.png", "a/1.png", "b/1.png", "c/1.png")
+    with pytest.raises(ValueError, match=r"class_names='abc'.*\['abc'\]"):
+        list_class_images(tmp_path, "abc")
+    assert list_class_images(tmp_path, ["abc"]).class_names == ("abc",)
 
 
 def test_class_names_select_and_order_the_folders(tmp_path):
@@ -199,6 +256,82 @@ def test_decode_image_8bit_modes_follow_pillow_conversion(tmp_path, mode):
     np.testing.assert_array_equal(keras_freeze.decode_image(path, mode="gray"), expect_gray)
 
 
+@pytest.mark.parametrize("orientation, turns", [(1, 0), (3, 2), (6, -1), (8, 1)])
+def test_decode_image_applies_exif_orientation(tmp_path, orientation, turns):
+    stored = np.zeros((32, 48, 3), dtype=np.uint8)
+    stored[:16, :24] = (250, 10, 10)  # red top-left quarter of the stored pixels
+    stored[16:, 24:] = 200
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # EXIF Orientation; 6: turn 90 degrees clockwise to view
+    Image.fromarray(stored).save(tmp_path / "tagged.jpg", quality=95, exif=exif)
+    plain = keras_freeze.decode_image(tmp_path / "plain.jpg")
+    # Same compressed pixels, only the tag differs: the view is the stored image turned.
+    np.testing.assert_array_equal(
+        keras_freeze.decode_image(tmp_path / "tagged.jpg"), np.rot90(plain, turns)
+    )
+    # A quarter turn swaps height and width, also when JPEG draft-decodes a smaller size.
+    small = keras_freeze.decode_image(tmp_path / "tagged.jpg", (8, 4), mode="gray")
+    assert small.shape == (8, 4)
+
+
+def test_decode_image_quarter_turn_draft_keeps_the_target_resolution(tmp_path):
+    stored = np.random.default_rng(0).integers(0, 256, (200, 800, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "x.jpg", exif=exif)
+    # Displayed 200 wide, 800 high; a (400, 100) target must not be drafted below 400 rows.
+    with Image.open(tmp_path / "x.jpg") as im:
+        im.draft(None, (100, 400))  # what an unturned draft request would have asked
+        assert im.size[1] < 400  # i.e. turned, it would give fewer than 400 rows
+    got = keras_freeze.decode_image(tmp_path / "x.jpg", (400, 100), mode="gray")
+    full = keras_freeze.decode_image(tmp_path / "x.jpg", mode="gray")
+    assert full.shape == (800, 200)
+    resized = np.asarray(
+        Image.fromarray(full, mode="F").resize((100, 400), Image.Resampling.BILINEAR)
+    )
+    assert got.shape == (400, 100)
+    assert np.abs(got - resized).mean() < 0.05
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "lanczos"])
+def test_decode_image_clips_resampling_overshoot(tmp_path, interpolation):
+    edge = np.zeros((16, 16), dtype=np.uint8)
+    edge[:, 8:] = 255  # a sharp edge: bicubic / Lanczos ring past 0 and 1
+    Image.fromarray(edge).save(tmp_path / "edge.png")
+    raw = np.asarray(
+        Image.fromarray(edge.astype(np.float32) / 255, mode="F").resize(
+            (11, 11), getattr(Image.Resampling, interpolation.upper())
+        )
+    )
+    assert raw.min() < 0 and raw.max() > 1  # what the filter alone gives
+    got = keras_freeze.decode_image(tmp_path / "edge.png", 11, interpolation=interpolation)
+    assert got.min() == 0.0 and got.max() == 1.0
+    np.testing.assert_array_equal(got[..., 0], np.clip(raw, 0, 1))
+
+
+def test_decode_image_lab_tiff_and_unconvertible_modes(tmp_path, monkeypatch):
+    lab = Image.merge("LAB", [Image.fromarray(np.full((4, 6), v, np.uint8)) for v in (60, 140, 110)])
+    lab.save(tmp_path / "lab.tif")
+    with Image.open(tmp_path / "lab.tif") as im:
+        assert im.mode == "LAB"
+        rgb = im.convert("RGB")
+    np.testing.assert_array_equal(
+        keras_freeze.decode_image(tmp_path / "lab.tif"), np.asarray(rgb, np.float32) / 255
+    )
+    np.testing.assert_array_equal(  # Pillow has no LAB -> L: through RGB
+        keras_freeze.decode_image(tmp_path / "lab.tif", mode="gray"),
+        np.asarray(rgb.convert("L"), np.float32) / 255,
+    )
+
+    def refuse(self, mode=None, *args, **kwargs):
+        raise ValueError(f"conversion from {self.mode} to {mode} not supported")
+
+    monkeypatch.setattr(Image.Image, "convert", refuse)
+    with pytest.raises(OSError, match=r"lab\.tif.*mode 'LAB'.*not supported"):
+        keras_freeze.decode_image(tmp_path / "lab.tif", mode="gray")
+
+
 def test_decode_image_resizes_in_float_with_pillow(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "x.png")
@@ -215,6 +348,7 @@ def test_decode_image_resizes_in_float_with_pillow(tmp_path):
         axis=-1,
     )
     assert got.shape == (8, 12, 3)
+    expected = np.clip(expected, 0, 1)  # bicubic overshoots; decode_image stays in [0, 1]
     np.testing.assert_array_equal(got, expected)
     gray = keras_freeze.decode_image(tmp_path / "x.png", 5, mode="gray")
     assert gray.shape == (5, 5)
@@ -246,9 +380,11 @@ def test_decode_image_refuses_what_it_cannot_map_to_unit_range(tmp_path):
         ({"image_size": 0}, "Expected image_size"),
         ({"image_size": (4, 4, 3)}, "Expected image_size"),
         ({"image_size": 2.5}, "Expected image_size"),
+        ({"path": 7}, "Expected path to be a path"),
     ],
 )
 def test_decode_image_argument_errors(tmp_path, kwargs, match):
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "x.png")
+    kwargs = {"path": tmp_path / "x.png", **kwargs}
     with pytest.raises(ValueError, match=match):
-        keras_freeze.decode_image(tmp_path / "x.png", **kwargs)
+        keras_freeze.decode_image(**kwargs)
