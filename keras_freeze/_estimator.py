@@ -403,8 +403,7 @@ def _decode_or_reason(path, image_size):
         if isinstance(error, ValueError) and repr(str(path)) in str(error):
             raise
         return None, ValueError(
-            f"cannot convert image file {str(path)!r} to grayscale: "
-            f"{type(error).__name__}: {error}"
+            f"cannot convert image file {str(path)!r} to grayscale: {type(error).__name__}: {error}"
         )
 
 

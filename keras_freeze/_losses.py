@@ -49,10 +49,19 @@ PAPER_ALPHA = (0.00525, 0.00579, 0.00566, 0.00513)
 #: Class order of `PAPER_ALPHA`: the COVID-19 Radiography Database folders.
 PAPER_CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 
-# `alpha` must be a normal positive finite float32 (the loss is computed in
-# float32 at least): subnormals lose precision and are flushed to 0 by XLA.
-_ALPHA_MIN = float(np.finfo(np.float32).tiny)
-_ALPHA_MAX = float(np.finfo(np.float32).max)
+# The range of each `alpha` (and CWBCCE weight), so that the loss of a batch
+# neither overflows nor vanishes in float32. A per-sample loss on probabilities
+# lies in [-log(1 - eps), -log(eps)] = [1e-7, 16.12] times alpha (eps = 1e-7):
+# with alpha >= 1e-30 every non-zero per-sample loss stays a normal float32
+# (>= 1e-37 > 1.18e-38), and with alpha <= 1e30 the sum of a batch of up to
+# 10**7 samples stays below float32's 3.4e38.
+_ALPHA_MIN = 1e-30
+_ALPHA_MAX = 1e30
+# float16 tops out at 65504: a float16 loss (the `mixed_float16` policy, or
+# float16 `y_pred` to the functions) needs alpha * 16.12 <= 65504.
+_ALPHA_MAX_FLOAT16 = 4000.0
+# The largest per-sample loss on probabilities: -log(epsilon).
+_MAX_CCE = float(-np.log(1e-7))
 
 # Inputs in these dtypes are computed in float32 (and the result cast back),
 # so that the softmax / log / weighted sum never overflow or underflow.
@@ -131,13 +140,38 @@ def _check_alpha_values(values):
     bad = [i for i, v in enumerate(values) if not _ALPHA_MIN <= v <= _ALPHA_MAX]
     if bad:
         raise ValueError(
-            "Expected every entry of `alpha` to be a finite number > 0 in float32 (the loss "
-            f"is computed in float32 or wider): in [{_ALPHA_MIN:.4g}, {_ALPHA_MAX:.4g}] "
-            "(float32 rounds 1e-50 to 0, weighting the class by nothing, and 1e39 to inf, "
-            f"making the loss NaN). Received: alpha={values.tolist()} (out of range at index "
-            f"{bad}: {[values[i].item() for i in bad]}). Rescale alpha: only the ratios "
-            "between classes and the overall scale of the loss matter."
+            "Expected every entry of `alpha` to be a finite number > 0 in float32 range "
+            f"[{_ALPHA_MIN:g}, {_ALPHA_MAX:g}], so that the loss of a batch can neither "
+            "vanish nor overflow in float32 (1.2e-38 * a small loss rounds to 0, weighting "
+            f"the class by nothing; 3e38 * a batch's loss is inf). Received: "
+            f"alpha={values.tolist()} (out of range at index {bad}: "
+            f"{[values[i].item() for i in bad]}). Rescale alpha: only the ratios between "
+            "classes and the overall scale of the loss matter."
         )
+
+
+def _check_float16_range(alpha, dtype, name="alpha"):
+    """Raises if a float16 loss could overflow: `max(alpha) * -log(eps)` > 65504."""
+    if dtype != "float16" or max(alpha) <= _ALPHA_MAX_FLOAT16:
+        return
+    raise ValueError(
+        f"Expected every entry of `{name}` <= {_ALPHA_MAX_FLOAT16:g} for a float16 loss: a "
+        f"sample's loss reaches {name} * {_MAX_CCE:.2f} and float16 tops out at 65504. "
+        f"Received: {name}={list(alpha)} with dtype float16. Rescale {name} (only the "
+        "ratios between classes matter) or use a float32 loss."
+    )
+
+
+def _float_dtype(dtype):
+    """Refuses a loss dtype that is not floating point (as Keras' cross-entropies need)."""
+    name = keras.backend.standardize_dtype(dtype)
+    if "float" not in name:
+        raise ValueError(
+            "Expected a floating-point loss `dtype` (a cross-entropy is a real number; an "
+            f"integer dtype would truncate it to 0). Received: dtype={name!r}. Pass "
+            "dtype='float32' (the default), 'float16', 'bfloat16' or 'float64'."
+        )
+    return name
 
 
 def _check_options(from_logits, label_smoothing, axis):
@@ -237,14 +271,42 @@ def _log_probs(y_pred, from_logits, axis):
         return ops.log_softmax(y_pred, axis=axis)
     # As Keras: renormalise so each sample's probabilities sum to 1, then
     # clip to [eps, 1 - eps] before the log.
+    # An all-zero row (sum 0) is left at 0, i.e. clipped to eps below: a finite
+    # loss of -alpha_c * log(eps) where Keras divides 0 by 0 (NaN).
     eps = keras.config.epsilon()
-    y_pred = y_pred / ops.sum(y_pred, axis=axis, keepdims=True)
+    total = ops.sum(y_pred, axis=axis, keepdims=True)
+    y_pred = y_pred / ops.where(total > 0, total, ops.ones_like(total))
     y_pred = ops.clip(y_pred, eps, 1.0 - eps)
     return ops.log(y_pred)
 
 
+def _check_numeric_labels(y_true, fn_name):
+    """Refuses string (or other non-numeric) labels before any backend sees them."""
+    dtype = getattr(y_true, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(y_true).dtype
+        except (TypeError, ValueError):  # ragged nested lists: let the backend say
+            return
+    try:
+        name = keras.backend.standardize_dtype(dtype)
+    except (TypeError, ValueError):
+        name = str(dtype)
+    if name == "bool" or name.startswith(("int", "uint", "float", "bfloat")):
+        return
+    sparse = fn_name.startswith("sparse")
+    expected = "integer class indices" if sparse else "one-hot (or soft) float labels"
+    raise ValueError(
+        f"Expected numeric `y_true` for `{fn_name}`: {expected}. Received: y_true of dtype "
+        f"{name}. Map string labels to class indices first (e.g. "
+        "`keras.layers.StringLookup(vocabulary=class_names, num_oov_indices=0)`"
+        f"{'' if sparse else ', then `keras.ops.one_hot`'})."
+    )
+
+
 def _prepare(y_true, y_pred, from_logits, axis, fn_name):
     """Tensors, shapes and the canonical class axis, shared by both losses."""
+    _check_numeric_labels(y_true, fn_name)
     y_pred, from_logits = _maybe_keras_logits(_float_input(y_pred), from_logits, fn_name)
     y_true = ops.convert_to_tensor(y_true)
     pred_shape = _shape(y_pred)
@@ -261,6 +323,7 @@ def _compute_dtype(y_pred):
 def _weighted_cce(targets, y_pred, alpha, from_logits, axis, compute_dtype):
     """`-sum_c alpha_c * targets_c * log p_c`, returned in `y_pred`'s dtype."""
     out_dtype = keras.backend.standardize_dtype(y_pred.dtype)
+    _check_float16_range(alpha, out_dtype)
     log_prob = _log_probs(_cast(y_pred, compute_dtype), from_logits, axis)
     bshape = [1] * len(_shape(y_pred))
     bshape[axis] = len(alpha)
@@ -391,7 +454,9 @@ def attention_weighted_cce(
     clipped to `[eps, 1 - eps]` (`eps = keras.config.epsilon()`) before the
     log, exactly as `keras.losses.categorical_crossentropy`. Nothing is
     reduced over the batch. float16 / bfloat16 inputs are computed in float32
-    and the result cast back.
+    and the result cast back. A row of `y_pred` that is all zeros is clipped
+    to `eps` (a finite loss; Keras' cross-entropy gives NaN there). String
+    labels are refused: map them to class indices first.
 
     Soft targets (label smoothing, mixup) are accepted and weighted per class:
     each class's share `y_c` of a target is weighted by that class's `alpha_c`.
@@ -402,7 +467,8 @@ def attention_weighted_cce(
             `y_pred`.
         y_pred: Probabilities, or logits when `from_logits=True`.
         alpha: K positive finite per-class weights, each a normal float32
-            (in [1.18e-38, 3.4e38]: the loss is computed in float32 or wider):
+            (in [1e-30, 1e30], and <= 4000 for a float16 loss, so that the
+            loss of a batch neither vanishes nor overflows):
             a sequence / array, an object with a `.weights` attribute
             (`ClassAttention`), or `"paper"` for `PAPER_ALPHA`.
         from_logits: Whether `y_pred` holds logits. Defaults to `False`.
@@ -415,7 +481,7 @@ def attention_weighted_cce(
 
     Raises:
         ValueError: If `alpha` is empty, not one-dimensional, holds a value
-            that is not a positive finite float32 (in [1.18e-38, 3.4e38]), or
+            that is not a positive finite number in [1e-30, 1e30], or
             its length differs from `y_pred.shape[axis]`; if `y_true` and
             `y_pred` shapes differ; if an option is out of range; or, on
             concrete inputs, if a target is negative or not finite.
@@ -513,6 +579,7 @@ class _AttentionWeightedLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         _check_options(from_logits, label_smoothing, axis)
         self.alpha = list(_resolve_alpha(alpha))
+        _check_float16_range(self.alpha, _float_dtype(self.dtype))
         self.from_logits = bool(from_logits)
         self.axis = int(axis)
         self._dtype_arg = _dtype_config(dtype)
@@ -563,7 +630,8 @@ class AttentionWeightedCCE(_AttentionWeightedLoss):
         axis: The class axis. Defaults to -1.
         reduction: As `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
         name: Defaults to `"attention_weighted_cce"`.
-        dtype: The loss's dtype, as `keras.losses.Loss`. With a float16 /
+        dtype: The loss's floating-point dtype (an integer one is refused), as
+            `keras.losses.Loss`. With a float16 /
             bfloat16 dtype (e.g. `"mixed_float16"`) the loss is computed and
             reduced in float32 and only the final value is cast, so large
             batches of losses cannot overflow.
@@ -573,7 +641,7 @@ class AttentionWeightedCCE(_AttentionWeightedLoss):
 
     Raises:
         ValueError: If `alpha` is empty, not one-dimensional or holds a value
-            that is not a positive finite float32 (in [1.18e-38, 3.4e38]), or
+            that is not a positive finite number in [1e-30, 1e30], or
             an option is out of range; at call time, if
             `len(alpha) != y_pred.shape[axis]` or the `y_true` / `y_pred`
             shapes differ, or (eager calls) a target is negative.
@@ -633,7 +701,8 @@ class SparseAttentionWeightedCCE(_AttentionWeightedLoss):
         axis: The class axis of `y_pred`. Defaults to -1.
         reduction: As `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
         name: Defaults to `"sparse_attention_weighted_cce"`.
-        dtype: The loss's dtype, as `keras.losses.Loss` (float16 / bfloat16:
+        dtype: The loss's floating-point dtype (an integer one is refused), as
+            `keras.losses.Loss` (float16 / bfloat16:
             computed and reduced in float32, as `AttentionWeightedCCE`).
 
     Labels must be whole numbers in `[0, K)`: eager calls raise a
@@ -711,9 +780,9 @@ def _resolve_class_weights(weights):
     ]
     if bad:
         raise ValueError(
-            "Expected every class weight to be a finite number > 0 (a normal float32, in "
-            f"[{_ALPHA_MIN:.4g}, {_ALPHA_MAX:.4g}]). Received: weights={array.tolist()} "
-            f"(invalid at index {bad})"
+            "Expected every class weight to be a finite number > 0 in "
+            f"[{_ALPHA_MIN:g}, {_ALPHA_MAX:g}] (so a batch's loss neither vanishes nor "
+            f"overflows in float32). Received: weights={array.tolist()} (invalid at index {bad})"
         )
     return tuple(float(v) for v in array)
 
@@ -761,6 +830,15 @@ def cwbcce_weights(counts: Any) -> tuple[float, ...]:
             f"weight 1 - N_c/N = 0. Received: counts={array.tolist()}"
         )
     beta = (1.0 - array / array.sum()) / (array.size - 1)
+    small = [i for i, b in enumerate(beta) if not b >= _ALPHA_MIN]
+    if small:
+        raise ValueError(
+            f"Expected counts whose balanced weights are all >= {_ALPHA_MIN:g}, as class "
+            "weights must be. Received: counts="
+            f"{array.tolist()}, giving weights {beta.tolist()}: class(es) {small} hold "
+            "(nearly) every sample, so 1 - N_c/N rounds to 0 and they would not be trained "
+            "at all. Check the counts, or pass `weights` directly."
+        )
     return tuple(float(b) for b in beta)
 
 
@@ -848,7 +926,8 @@ class CustomWeightedBalancedCCE(keras.losses.Loss):
         axis: The class axis. Defaults to -1.
         reduction: As `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
         name: Defaults to `"custom_weighted_balanced_cce"`.
-        dtype: The loss's dtype, as `keras.losses.Loss` (float16 / bfloat16:
+        dtype: The loss's floating-point dtype (an integer one is refused), as
+            `keras.losses.Loss` (float16 / bfloat16:
             computed and reduced in float32, only the result is cast).
 
     Raises:
@@ -897,6 +976,7 @@ class CustomWeightedBalancedCCE(keras.losses.Loss):
             self.counts = None
             self.class_weights = _resolve_class_weights(weights)
             self.weights = list(self.class_weights)
+        _check_float16_range(self.class_weights, _float_dtype(self.dtype), "weights")
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
         self.axis = int(axis)

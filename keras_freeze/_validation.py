@@ -70,11 +70,7 @@ def integer(name, value, minimum, *, maximum=None, allow_none=False, why=""):
     """
     if allow_none and value is None:
         return None
-    if (
-        not is_integer(value)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
+    if not is_integer(value) or value < minimum or (maximum is not None and value > maximum):
         none = " or None" if allow_none else ""
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:_}]"
         raise ValueError(

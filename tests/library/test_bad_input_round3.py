@@ -142,7 +142,8 @@ def test_metrics_bare_string_class_names_are_refused():
 def test_metrics_from_logits_must_be_a_bool(value):
     y = np.array([0, 1])
     p = np.array([[0.9, 0.1], [0.2, 0.8]])
-    with pytest.raises(ValueError, match=rf"`from_logits` to be a bool. Received: from_logits={value!r}"):
+    expected = rf"`from_logits` to be a bool. Received: from_logits={value!r}"
+    with pytest.raises(ValueError, match=expected):
         keras_freeze.classification_metrics(y, p, from_logits=value)
     with pytest.raises(ValueError, match=r"`from_logits` to be a bool"):
         keras_freeze.ClassificationMetrics((p, y), from_logits=value)
@@ -168,3 +169,90 @@ def test_classification_metrics_refuses_an_endless_tf_data():
     keras_freeze.ClassificationMetrics(ds)  # finite: fine
     with pytest.raises(ValueError, match=r"infinite cardinality.*\.repeat\(\).*take\(n\)"):
         keras_freeze.ClassificationMetrics(ds.repeat())
+
+
+# --------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------
+
+_LOSS_CLASSES = [
+    lambda **kw: keras_freeze.AttentionWeightedCCE([1.0, 2.0], **kw),
+    lambda **kw: keras_freeze.SparseAttentionWeightedCCE([1.0, 2.0], **kw),
+    lambda **kw: keras_freeze.CustomWeightedBalancedCCE(weights=[0.5, 0.5], **kw),
+]
+
+
+@pytest.mark.parametrize("make", _LOSS_CLASSES, ids=["awcce", "sparse", "cwbcce"])
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool", "uint8"])
+def test_loss_non_float_dtype_is_refused(make, dtype):
+    with pytest.raises(ValueError, match=rf"floating-point loss `dtype`.*dtype='{dtype}'"):
+        make(dtype=dtype)
+
+
+@pytest.mark.parametrize("alpha", [[3e38] * 4, [1.2e-38] * 4, [1e31, 1.0, 1.0, 1.0]])
+def test_loss_alpha_out_of_the_batch_safe_range_is_refused(alpha):
+    with pytest.raises(ValueError, match=r"\[1e-30, 1e\+30\].*vanish nor overflow.*index"):
+        keras_freeze.AttentionWeightedCCE(alpha)
+    with pytest.raises(ValueError, match=r"\[1e-30, 1e\+30\]"):
+        keras_freeze.CustomWeightedBalancedCCE(weights=alpha)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_loss_at_the_alpha_bounds_is_finite_and_non_zero_in_float32(scale):
+    # The worst cases the bounds allow: the smallest non-zero per-sample loss
+    # (p = 1 - eps) at alpha = 1e-30, the largest (p = eps) at alpha = 1e30, summed over 8.
+    y = np.tile(np.eye(4, dtype="float32")[:1], (8, 1))
+    p = np.tile(np.array([[1.0, 0.0, 0.0, 0.0]], "float32"), (8, 1))
+    if scale > 1:
+        p = np.tile(np.array([[0.0, 1.0, 0.0, 0.0]], "float32"), (8, 1))
+    loss = keras_freeze.AttentionWeightedCCE([scale] * 4, reduction="sum")
+    value = float(keras.ops.convert_to_numpy(loss(y, p)))
+    expected = 8 * scale * (-np.log1p(-1e-7) if scale < 1 else -np.log(1e-7))
+    assert np.isfinite(value) and value > 0
+    assert value == pytest.approx(expected, rel=0.3)  # float32 rounding of 1 - eps
+
+
+def test_float16_loss_bounds_alpha_so_the_value_cannot_overflow():
+    with pytest.raises(ValueError, match=r"<= 4000 for a float16 loss.*65504"):
+        keras_freeze.AttentionWeightedCCE([5000.0, 1.0], dtype="float16")
+    loss = keras_freeze.AttentionWeightedCCE([4000.0, 1.0], dtype="float16")
+    value = loss(np.array([[1.0, 0.0]] * 4), np.array([[0.0, 1.0]] * 4, "float16"))
+    assert np.isfinite(float(keras.ops.convert_to_numpy(value)))
+
+
+def test_cwbcce_counts_giving_a_zero_weight_are_refused_like_zero_weights():
+    with pytest.raises(ValueError, match=r"\[1e-30, 1e\+30\]"):
+        keras_freeze.CustomWeightedBalancedCCE(weights=[0.0, 1.0])
+    with pytest.raises(ValueError, match=r"counts=\[1e\+30, 1\.0\], giving weights \[0\.0, 1\.0\]"):
+        keras_freeze.CustomWeightedBalancedCCE(counts=[10**30, 1])
+    with pytest.raises(ValueError, match=r"class\(es\) \[0\] hold \(nearly\) every sample"):
+        keras_freeze.cwbcce_weights([10**30, 1])
+
+
+@pytest.mark.parametrize("labels", [np.array([["a", "b"]]), np.array([[b"a", b"b"]])])
+def test_string_labels_to_the_losses_are_refused_clearly(labels):
+    with pytest.raises(ValueError, match=r"numeric `y_true`.*StringLookup"):
+        keras_freeze.attention_weighted_cce(labels, [[0.5, 0.5]], [1.0, 1.0])
+    with pytest.raises(ValueError, match=r"numeric `y_true`.*integer class indices"):
+        keras_freeze.sparse_attention_weighted_cce(labels[0, :1], [[0.5, 0.5]], [1.0, 1.0])
+
+
+def test_string_tf_tensor_labels_are_refused_clearly():
+    tf = pytest.importorskip("tensorflow")
+    with pytest.raises(ValueError, match=r"numeric `y_true`.*dtype string"):
+        keras_freeze.attention_weighted_cce(tf.constant([["a", "b"]]), [[0.5, 0.5]], [1.0, 1.0])
+
+
+def test_all_zero_prediction_row_gives_a_finite_loss():
+    alpha = [1.0, 2.0, 3.0]
+    y = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], "float32")
+    p = np.array([[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]], "float32")
+    got = keras.ops.convert_to_numpy(keras_freeze.attention_weighted_cce(y, p, alpha))
+    # Row 0: every p clipped to eps -> -2 * log(eps); row 1: the usual -3 * log(0.5).
+    np.testing.assert_allclose(got, [-2 * np.log(1e-7), -3 * np.log(0.5)], rtol=1e-5)
+    # Gradients stay finite too.
+    if keras.backend.backend() == "jax":
+        import jax
+
+        grad = jax.grad(lambda q: keras_freeze.attention_weighted_cce(y, q, alpha).sum())(p)
+        assert np.all(np.isfinite(np.asarray(grad)))
