@@ -23,6 +23,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_freeze._loader import shuffle_order
 from keras_freeze._prefix import FrozenPrefixSplit
 from keras_freeze._prefix import _dtype_bytes
 from keras_freeze._prefix import split_frozen_prefix  # noqa: F401  (docstring example)
@@ -171,8 +172,11 @@ class FeatureDataset(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = bool(shuffle)
         self.dtypes = tuple(dtypes) if dtypes is not None else ("float32",) * len(self.arrays)
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(self.indices) if self.shuffle else self.indices
+        # The order of epoch e is `shuffle_order(n, seed, e)`, as `ImageDataset`'s: a cached
+        # run then sees the batches of the uncached one with the same seed.
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        self.epoch = 0
+        self._order = self._epoch_order()
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)
@@ -190,8 +194,13 @@ class FeatureDataset(keras.utils.PyDataset):
         return x, self.y[rows], self.sample_weight[rows]
 
     def on_epoch_end(self):
-        if self.shuffle:
-            self._order = self._rng.permutation(self.indices)
+        self.epoch += 1
+        self._order = self._epoch_order()
+
+    def _epoch_order(self):
+        if not self.shuffle:
+            return self.indices
+        return self.indices[shuffle_order(len(self.indices), self.seed, self.epoch)]
 
 
 def _full_length(values, n, name):

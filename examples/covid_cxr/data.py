@@ -1,9 +1,9 @@
 """The images of one run: found (or generated), checked, folded and split.
 
-`prepare_data` turns the command line's data options into a `DataSet`: the usable images
-(corrupt ones removed), their cross-validation folds and the counts the records report.
-`DataSet.split` gives one fold's train / validation / test positions as the authors'
-notebooks did. The file-level work (listing, fold lists, decoding) is `data.py`'s.
+`prepare_data` turns the run's data settings into a `DataSet`: the usable images (corrupt ones
+removed), their cross-validation folds and the counts the records report. `DataSet.split` gives
+one fold's train / validation / test positions as the authors' notebooks did. Listing is
+`kaggle.py`'s, fold lists and splits `folds.py`'s, decoding the library's.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ import os
 import time
 from pathlib import Path
 
-import data
+import folds as folds_module
+import kaggle
 import numpy as np
 import protocol
 import synthetic
+from console import log
+from settings import Settings
 
 import keras_freeze
-
-
-def log(msg=""):
-    print(msg, flush=True)
 
 
 @dataclasses.dataclass
@@ -68,38 +67,14 @@ class DataSet:
 
     def split(self, fold_number):
         """(train, val, test) index arrays for 1-based ``fold_number`` (val: 10%, seed 42)."""
-        try:
-            train, val, test = data.split_fold(
-                self.folds,
-                fold_number - 1,
-                val_fraction=protocol.VAL_FRACTION,
-                seed=protocol.VAL_SEED,
-                labels=self.labels,
-            )
-        except ValueError as e:
-            # Tiny data sets only: 10% of the training folds is fewer images than classes, so
-            # a stratified split is impossible. Fall back to an unstratified one (same seed).
-            if "test_size" not in str(e):
-                raise
-            train, val, test = self._unstratified_split(fold_number)
-        as_int = [np.asarray(a, dtype=int) for a in (train, val, test)]
-        return tuple(as_int)
-
-    def _unstratified_split(self, fold_number):
-        from sklearn.model_selection import train_test_split
-
-        test = np.asarray(self.folds[fold_number - 1], dtype=int)
-        rest = np.concatenate(
-            [np.asarray(f, dtype=int) for k, f in enumerate(self.folds) if k != fold_number - 1]
+        train, val, test = folds_module.split_fold(
+            self.folds,
+            fold_number - 1,
+            val_fraction=protocol.VAL_FRACTION,
+            seed=protocol.VAL_SEED,
+            labels=self.labels,
         )
-        log(
-            f"[data] fold {fold_number}: too few images for a stratified validation split; "
-            "using an unstratified one"
-        )
-        train, val = train_test_split(
-            rest, test_size=protocol.VAL_FRACTION, random_state=protocol.VAL_SEED
-        )
-        return train, val, test
+        return tuple(np.asarray(a, dtype=int) for a in (train, val, test))
 
 
 def is_synthetic(root) -> bool:
@@ -107,30 +82,30 @@ def is_synthetic(root) -> bool:
     return (Path(root) / synthetic.MARKER_FILENAME).exists()
 
 
-def _locate(args):
+def _locate(settings: Settings):
     """(dataset root, class names, source description) of the run; generates the embedded
     default's data."""
-    if not args.embedded:
-        root, class_names = data.find_class_folders(args.data_dir)
+    if not settings.embedded:
+        root, class_names = kaggle.find_class_folders(settings.data_dir)
         return root, class_names, "directory"
-    gen_size = 128 if (args.image_size or 224) <= 128 else 256
-    target = synthetic.default_cache_dir(args.n_images, gen_size, args.seed)
-    if args.cache_dir is not None:
-        target = Path(args.cache_dir) / target.name
+    gen_size = 128 if (settings.image_size or 224) <= 128 else 256
+    target = synthetic.default_cache_dir(settings.n_images, gen_size, settings.seed)
+    if settings.cache_dir is not None:
+        target = Path(settings.cache_dir) / target.name
     log(
-        f"[data] embedded default: SYNTHETIC data set ({args.n_images} images, {gen_size} px, "
-        f"seed {args.seed}) in {target}"
+        f"[data] embedded default: SYNTHETIC data set ({settings.n_images} images, {gen_size} px, "
+        f"seed {settings.seed}) in {target}"
     )
     root = synthetic.generate_synthetic_cxr(
-        target, n_total=args.n_images, image_size=gen_size, seed=args.seed
+        target, n_total=settings.n_images, image_size=gen_size, seed=settings.seed
     )
-    return data.find_dataset_root(root), protocol.CLASS_NAMES, "synthetic (embedded default)"
+    return kaggle.find_dataset_root(root), protocol.CLASS_NAMES, "synthetic (embedded default)"
 
 
 def _scan(paths, workers):
     """Decodes every image once; returns (good_mask, [(path, reason)] of the unreadable ones)."""
     t0 = time.perf_counter()
-    good, bad = data.scan(paths, full=True, workers=max(1, workers))
+    good, bad = keras_freeze.scan_images(paths, full=True, workers=max(1, workers))
     log(f"[data] decoded every image once to find corrupt files ({time.perf_counter() - t0:.1f} s)")
     mask = np.zeros(len(paths), dtype=bool)
     mask[np.asarray(good, dtype=int)] = True
@@ -167,13 +142,15 @@ def _base_info(source, root, is_synth, index, bad):
     }
 
 
-def _authors_folds(args, index, info):
+def _authors_folds(settings, index, info):
     """Folds from the authors' lists (``--folds-dir``) as index arrays, and the fold files.
 
     Fills the fold-list counts of ``info`` and logs what does not match."""
     # Names that would escape the data directory are rejected (counted, never opened).
-    fold_lists = data.read_fold_lists(args.folds_dir, index.class_names, on_unsafe="skip")
-    resolved = data.resolve_folds(index, fold_lists, warn=False)
+    fold_lists = folds_module.read_fold_lists(
+        settings.folds_dir, index.class_names, on_unsafe="skip"
+    )
+    resolved = folds_module.resolve_folds(index, fold_lists, warn=False)
     info["n_missing"] = len(resolved.missing)
     info["missing_examples"] = [str(name) for _, name in resolved.missing[:10]]
     info["n_rejected"] = len(fold_lists.rejected)
@@ -187,7 +164,7 @@ def _authors_folds(args, index, info):
             f"says {from_name}); the class folder's label is used"
         )
     info["n_unassigned"] = int(resolved.unassigned)
-    info["folds_source"] = f"authors' fold lists ({len(fold_lists)} files in {args.folds_dir})"
+    info["folds_source"] = f"authors' fold lists ({len(fold_lists)} files in {settings.folds_dir})"
     if info["n_missing"] or info["n_rejected"]:
         log(
             f"[data] fold lists: {info['n_missing']} name(s) not found, "
@@ -219,18 +196,18 @@ def _check_readable(mask, labels, class_names, root):
         )
 
 
-def _check_classes(args, class_names):
+def _check_classes(settings, class_names):
     """Options that only work with the paper's four classes, refused for other data sets."""
     if tuple(class_names) == tuple(protocol.CLASS_NAMES):
         return
     found = ", ".join(class_names)
-    if args.alpha == "paper":
+    if settings.alpha == "paper":
         raise ValueError(
             "Expected --alpha estimate for a data set other than the paper's: the published "
             "alpha weights are for COVID, Lung_Opacity, Normal, Viral Pneumonia. Received: "
             f"--alpha paper with the classes {found}"
         )
-    if args.folds_dir is not None:
+    if settings.folds_dir is not None:
         raise ValueError(
             "Expected no --folds-dir for a data set other than the paper's: the authors' fold "
             "lists use its label codes and file names. Received: --folds-dir with the classes "
@@ -238,15 +215,17 @@ def _check_classes(args, class_names):
         )
 
 
-def _check_fold_numbers(args, n_folds):
-    if args.folds and max(args.folds) > n_folds:
-        raise ValueError(f"Expected fold numbers in 1..{n_folds}. Received: folds={args.folds}")
+def _check_fold_numbers(settings, n_folds):
+    if settings.folds and max(settings.folds) > n_folds:
+        raise ValueError(
+            f"Expected fold numbers in 1..{n_folds}. Received: folds={list(settings.folds)}"
+        )
 
 
-def _check_folds(args, folds, files=None, when="listed"):
+def _check_folds(settings, folds, files=None, when="listed"):
     """Every fold to run must exist and hold images; ``files`` names the fold lists."""
-    _check_fold_numbers(args, len(folds))
-    for k in args.folds or range(1, len(folds) + 1):
+    _check_fold_numbers(settings, len(folds))
+    for k in settings.folds or range(1, len(folds) + 1):
         if len(folds[k - 1]) == 0:
             where = f" ({files[k - 1]})" if files else ""
             raise ValueError(
@@ -255,11 +234,11 @@ def _check_folds(args, folds, files=None, when="listed"):
             )
 
 
-def _stratified_folds(args, labels, mask, info):
+def _stratified_folds(settings, labels, mask, info):
     """Stratified folds drawn with ``--seed`` over the readable images."""
     good = np.flatnonzero(mask)
-    sub = data.stratified_folds(labels[good], n_folds=args.n_folds, seed=args.seed)
-    info["folds_source"] = f"stratified, {args.n_folds} folds, seed {args.seed}"
+    sub = folds_module.stratified_folds(labels[good], n_folds=settings.n_folds, seed=settings.seed)
+    info["folds_source"] = f"stratified, {settings.n_folds} folds, seed {settings.seed}"
     return [good[np.asarray(f, dtype=int)] for f in sub]
 
 
@@ -278,40 +257,40 @@ def _fold_counts(info, folds, labels, class_names):
     log(f"[data] {info['n_used']} images in {len(folds)} folds; per class: {per_class}")
 
 
-def prepare_data(args) -> DataSet:
+def prepare_data(settings: Settings) -> DataSet:
     """Finds (or generates) the images, drops corrupt ones and builds the folds.
 
     Args:
-        args: the resolved command-line namespace (``embedded``, ``data_dir``, ``folds_dir``,
-            ``n_folds``, ``seed``, ``workers``, ``n_images``, ``cache_dir``, ``image_size``).
+        settings: the run's `Settings` (``data_dir``, ``folds_dir``, ``n_folds``, ``seed``,
+            ``workers``, ``n_images``, ``cache_dir``, ``image_size``).
 
     Returns:
         A `DataSet`.
     """
-    root, class_names, source = _locate(args)
-    _check_classes(args, class_names)
+    root, class_names, source = _locate(settings)
+    _check_classes(settings, class_names)
     is_synth = is_synthetic(root)
-    if is_synth and not args.embedded:
+    if is_synth and not settings.embedded:
         source = "directory (synthetic, generated by synthetic.py)"
-    index = data.list_images(root, class_names=class_names)
+    index = kaggle.list_images(root, class_names=class_names)
     all_paths = [str(p) for p in index.paths]
     all_labels = np.asarray(index.labels, dtype=int)
     log(f"[data] {len(all_paths)} images under {root}")
     _check_listed(index, root)
     fold_info, listed, files = {}, None, None
-    if args.folds_dir is None:
-        _check_fold_numbers(args, args.n_folds)
+    if settings.folds_dir is None:
+        _check_fold_numbers(settings, settings.n_folds)
     else:  # read and check the fold lists before decoding anything
-        listed, files = _authors_folds(args, index, fold_info)
-        _check_folds(args, listed, files)
-    mask, bad = _scan(all_paths, args.workers)
+        listed, files = _authors_folds(settings, index, fold_info)
+        _check_folds(settings, listed, files)
+    mask, bad = _scan(all_paths, settings.workers)
     info = _base_info(source, root, is_synth, index, bad)
     info.update(fold_info)
     _check_readable(mask, all_labels, class_names, root)
     if listed is not None:  # corrupt images dropped, indices into the full index
         folds = [f[mask[f]] for f in listed]
-        _check_folds(args, folds, files, when="readable")
+        _check_folds(settings, folds, files, when="readable")
     else:
-        folds = _stratified_folds(args, all_labels, mask, info)
+        folds = _stratified_folds(settings, all_labels, mask, info)
     _fold_counts(info, folds, all_labels, class_names)
     return DataSet(root, bool(is_synth), all_paths, all_labels, folds, info, tuple(class_names))

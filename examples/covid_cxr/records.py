@@ -1,9 +1,10 @@
 """Records of the COVID CXR example: one JSON file per (experiment, fold), written atomically.
 
-A run is resumable: `RecordStore.find_complete` returns a record only if it is complete, of the
-current schema and made with the same settings (`settings_of`), so an interrupted run redoes
-only the unfinished units. Every file is written to a temporary name and moved into place with
-``os.replace``, so a record is either absent or whole.
+A run is resumable: `RecordStore.load` returns a record only if it is complete and of the current
+schema, and `Record.made_with` says whether it was made with the run's settings
+(`Settings.record_key`), so an interrupted run redoes only the unfinished units. Every file is
+written to a temporary name and moved into place with ``os.replace``, so a record is either
+absent or whole.
 
 Example:
     >>> import tempfile, pathlib, records
@@ -22,8 +23,11 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import keras
+import numpy as np
 import protocol
-import settings
+
+import keras_freeze
 
 
 def atomic_write_text(path, text):
@@ -58,8 +62,6 @@ def read_json(path):
 
 
 def _json_default(obj):
-    import numpy as np
-
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -73,64 +75,12 @@ def _json_default(obj):
 
 def environment():
     """Backend, Keras, Python and platform of this process (the last fields of a record)."""
-    import keras
-
     return {
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-
-
-def settings_of(args, data_fingerprint, experiment):
-    """Settings that decide a record's result: a record is reused only when they match.
-
-    Args:
-        args: the resolved command-line namespace.
-        data_fingerprint: `dataset.DataSet.fingerprint()` of the run's data and folds.
-        experiment: one of `protocol.EXPERIMENTS`.
-
-    Returns:
-        ``(shared, own)``: settings common to every experiment, and the experiment's own.
-    """
-    shared = {
-        "data": data_fingerprint,
-        "image_size": args.image_size,  # None: every model at its published input side
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "patience": args.patience,
-        "weights": args.weights,
-        "preprocessing": args.preprocessing,
-        "bn_momentum": args.bn_momentum,
-        "precision": getattr(args, "precision", "float32"),
-        "seed": args.seed,
-        "val_fraction": protocol.VAL_FRACTION,
-        "val_seed": protocol.VAL_SEED,
-    }
-    if getattr(args, "deterministic", False):  # other kernels; absent from earlier records
-        shared["deterministic"] = True
-    own = {
-        "lr": protocol.learning_rate(experiment, args.lr, args.finetune_lr),
-        "image_size": settings.image_size_for(args, experiment),
-        "weights": protocol.weights_for(experiment, args.weights),
-    }
-    if _float16_cache(args, experiment):  # a float32 cache gives the uncached run's records
-        own["feature_cache_dtype"] = "float16"
-    if experiment == "freeze+attention":
-        own["alpha"] = args.alpha
-        if args.alpha == "estimate":
-            own["mc_samples"] = args.mc_samples
-    return shared, own
-
-
-def _float16_cache(args, experiment):
-    """Whether ``experiment`` trains on a float16 feature cache (`cached_features.wanted`)."""
-    return (
-        experiment in protocol.FEATURE_CACHE_EXPERIMENTS
-        and getattr(args, "feature_cache", "off") != "off"
-        and getattr(args, "feature_cache_dtype", "float32") == "float16"
-    )
 
 
 @dataclasses.dataclass
@@ -213,20 +163,45 @@ class Record:
             return None
         return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
 
-    def made_with(self, shared, own) -> bool:
-        """Whether the record was made with these settings (see `settings_of`)."""
-        return self.protocol == {"shared": shared, "own": own}
+    def made_with(self, key: dict) -> bool:
+        """Whether the record was made with these settings (`Settings.record_key`)."""
+        return self.protocol == key
 
 
 class RecordStore:
-    """The ``records/`` folder of an output directory.
+    """The ``records/`` and ``attention/`` folders of an output directory.
 
     Args:
         out: the run's output folder (``--out``).
     """
 
     def __init__(self, out):
-        self.folder = Path(out) / "records"
+        self.out = Path(out)
+        self.folder = self.out / "records"
+
+    def attention_path(self, fold) -> Path:
+        """File of one fold's estimated class attention."""
+        return self.out / "attention" / f"fold{fold}.json"
+
+    def attention_of(self, fold, key=None):
+        """The `keras_freeze.ClassAttention` estimated for ``fold`` (with the settings ``key``,
+        when given), or ``None`` when absent, unreadable or made with other settings."""
+        cached = read_json(self.attention_path(fold))
+        if not isinstance(cached, dict) or (key is not None and cached.get("key") != key):
+            return None
+        try:
+            return keras_freeze.ClassAttention.from_dict(cached["attention"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def attention_seconds(self, fold):
+        """How long the estimate of ``fold``'s class attention took (``None`` if unknown)."""
+        return (read_json(self.attention_path(fold)) or {}).get("time_s")
+
+    def save_attention(self, fold, key, attention, seconds):
+        """Writes one fold's estimated class attention with the settings it was made with."""
+        obj = {"key": key, "time_s": seconds, "attention": attention.to_dict()}
+        atomic_write_json(self.attention_path(fold), obj)
 
     def path(self, experiment, fold) -> Path:
         """File of one (experiment, fold) record."""
@@ -243,7 +218,7 @@ class RecordStore:
         return path
 
     def collect(self, shared):
-        """Complete records whose shared settings match ``shared``, by experiment, fold order.
+        """Complete records whose shared settings match ``shared``, by experiment, in fold order.
 
         Returns:
             dict experiment -> list of `Record`, for every name in `protocol.EXPERIMENTS`.
@@ -270,7 +245,7 @@ def merge_records(folders):
 
     For `reproduce.py report`: the shards of one plan (``--shard K/N`` on several machines)
     each write their own ``records/``; their union is one run if every record was made with
-    the same shared settings (`settings_of`: data fingerprint, folds, epochs, weights, ...).
+    the same shared settings (`Settings.record_key`: data fingerprint, epochs, weights, ...).
 
     Args:
         folders: output folders (each with a ``records/`` sub-folder).

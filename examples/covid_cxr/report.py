@@ -7,8 +7,6 @@ from the records alone, so an interrupted run still gets them.
 
 Example:
     >>> import report
-    >>> report.fmt(0.91234), report.fmt(float("nan"))
-    ('0.912', 'n/a')
     >>> report.mean_std([0.9, 0.92, float("nan")])[0]
     0.91
 """
@@ -20,19 +18,25 @@ import io
 import math
 import os
 
+import matplotlib
+import numpy as np
 import protocol
 import records
+from console import fmt
 from protocol import EXPERIMENTS
 from protocol import METRICS
+
+import keras_freeze
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+# The output folder's main files, as the closing line of a run names them.
+MAIN_FILES = ("table1_macro.md", "table2_weighted.md", "results.csv", "attention.md", "records/")
 
 
 def _finite(x):
     return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def fmt(x, digits=3):
-    """``x`` with ``digits`` decimals, or ``"n/a"`` when it is missing or not finite."""
-    return f"{x:.{digits}f}" if _finite(x) else "n/a"
 
 
 def mean_std(values):
@@ -134,7 +138,18 @@ def _context_md(recs, synthetic):
     ]
     if synthetic:
         lines.append("Every number below was measured on SYNTHETIC data.")
+    constant = [r.title for r in recs if r.fold == recs[0].fold and _constant(r)]
+    if constant:
+        lines.append(
+            f"Predicting one class for every test image of fold {recs[0].fold} (a constant "
+            f"model, its F1 that of the majority class): {'; '.join(constant)}."
+        )
     return "\n".join(lines) + "\n\n"
+
+
+def _constant(record) -> bool:
+    """Whether the record's model predicted the same class for every test image."""
+    return len({int(np.argmax(row)) for row in record.predictions["y_prob"]}) == 1
 
 
 def _table_rows(by_exp, synthetic, average, paper_row):
@@ -147,10 +162,9 @@ def _table_rows(by_exp, synthetic, average, paper_row):
         # Our row's label is the record's (it says when Inception-V3 did not start from
         # ImageNet); the paper's row keeps the paper's label.
         cells = [recs[0].title, "ours" + (" (synthetic)" if synthetic else ""), folds]
-        for m in METRICS:
+        for m in METRICS:  # no std of one fold: the Folds column says n=1
             mu, sd = mean_std([r.metrics[average][m] for r in recs])
-            one_fold_macro = average == "macro" and len(recs) == 1
-            cells.append(fmt(mu) if one_fold_macro else f"{fmt(mu)} ± {fmt(sd)}")
+            cells.append(fmt(mu) if len(recs) == 1 else f"{fmt(mu)} ± {fmt(sd)}")
         text += "| " + " | ".join(cells) + " |\n"
         paper = paper_row(exp)
         if paper is not None:
@@ -235,7 +249,7 @@ def write_table2(out, by_exp, synthetic, class_names=protocol.CLASS_NAMES):
         "table2_weighted.md",
         "# Table 2: weighted-average test metrics, mean ± std over folds",
         (
-            "Std is the sample standard deviation over the folds run (0 for one fold).",
+            "Std is the sample standard deviation over the folds run (none for one fold).",
             "The paper reports Table 2 for Mobile Freeze-Net and the proposed framework over "
             "its 10 folds; other rows have no published Table 2 values.",
         ),
@@ -266,21 +280,9 @@ def _attention_header(synthetic, class_names):
     return text
 
 
-def _cached_estimate(out, fold):
-    """The attention cache's result for ``fold`` (``{}`` when absent or unreadable)."""
-    cache = out / "attention" / f"fold{fold}.json"
-    if not cache.exists():
-        return {}
-    obj = records.read_json(cache)
-    if not isinstance(obj, dict) or not isinstance(obj.get("result"), dict):
-        return {}
-    return obj["result"]
-
-
 def write_attention(out, by_exp, synthetic, class_names):
     """Writes ``attention.md`` / ``attention.json`` (alpha per fold); ``None`` if no fold ran."""
-    import keras_freeze
-
+    store = records.RecordStore(out)
     recs = by_exp["freeze+attention"]
     if not recs:
         return None
@@ -299,11 +301,12 @@ def write_attention(out, by_exp, synthetic, class_names):
         payload["folds"][str(r.fold)] = {"alpha": r.alpha, "source": r.alpha_source}
         shown = " | ".join(f"{a:.5f}" for a in r.alpha)
         text += f"| {r.fold} | {r.alpha_source} | {shown} |\n"
-        res = _cached_estimate(out, r.fold)
-        if "estimate" in res:
-            payload["folds"][str(r.fold)]["estimate"] = res["estimate"]
-        if res.get("markdown"):
-            details.append(f"## Fold {r.fold}\n\n{res['markdown'].strip()}\n")
+        estimate = (
+            store.attention_of(r.fold) if r.alpha_source != protocol.PAPER_ALPHA_SOURCE else None
+        )
+        if estimate is not None:
+            payload["folds"][str(r.fold)]["estimate"] = estimate.to_dict()
+            details.append(f"## Fold {r.fold}\n\n{estimate.to_markdown().strip()}\n")
     if payload["paper_alpha"] is not None:
         text += (
             "| paper | authors' published weights | "
@@ -327,9 +330,7 @@ CURVE_PANELS = (
 )
 
 
-def _confusion_figure(plt, exp, recs, class_names, tag):
-    import numpy as np
-
+def _confusion_figure(exp, recs, class_names, tag):
     cm = np.sum([np.asarray(r.metrics["confusion_matrix"]) for r in recs], axis=0)
     fig, ax = plt.subplots(figsize=(5.6, 4.8))
     ax.imshow(cm, cmap="Blues")
@@ -347,7 +348,7 @@ def _confusion_figure(plt, exp, recs, class_names, tag):
     return fig
 
 
-def _curves_figure(plt, exp, recs, tag):
+def _curves_figure(exp, recs, tag):
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(14, 4))
     for r in recs:
         h = r.history
@@ -367,7 +368,7 @@ def _curves_figure(plt, exp, recs, tag):
     return fig
 
 
-def _save_fig(plt, fig, path):
+def _save_fig(fig, path):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fig.savefig(tmp, format="png", dpi=100)
     os.replace(tmp, path)
@@ -377,30 +378,29 @@ def _save_fig(plt, fig, path):
 
 def write_figures(out, by_exp, synthetic, class_names):
     """Writes ``confusion_<slug>.png`` and ``curves_<slug>.png`` per experiment run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tag = " [SYNTHETIC DATA]" if synthetic else ""
     written = []
     for exp in EXPERIMENTS:
         recs = by_exp[exp]
         if not recs:
             continue
-        fig = _confusion_figure(plt, exp, recs, class_names, tag)
-        written.append(_save_fig(plt, fig, out / f"confusion_{protocol.slug(exp)}.png"))
-        fig = _curves_figure(plt, exp, recs, tag)
-        written.append(_save_fig(plt, fig, out / f"curves_{protocol.slug(exp)}.png"))
+        fig = _confusion_figure(exp, recs, class_names, tag)
+        written.append(_save_fig(fig, out / f"confusion_{protocol.slug(exp)}.png"))
+        fig = _curves_figure(exp, recs, tag)
+        written.append(_save_fig(fig, out / f"curves_{protocol.slug(exp)}.png"))
     return written
 
 
 def write_reports(out, shared, synthetic, class_names):
-    """Rebuilds every report from the complete records matching ``shared``; returns Table 1."""
+    """Rebuilds every report from the complete records matching ``shared``.
+
+    Returns:
+        The texts of Table 1 and Table 2.
+    """
     by_exp = records.RecordStore(out).collect(shared)
     write_results_csv(out, by_exp)
     t1 = write_table1(out, by_exp, synthetic, class_names)
-    write_table2(out, by_exp, synthetic, class_names)
+    t2 = write_table2(out, by_exp, synthetic, class_names)
     write_attention(out, by_exp, synthetic, class_names)
     write_figures(out, by_exp, synthetic, class_names)
-    return t1
+    return t1, t2

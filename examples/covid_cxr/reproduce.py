@@ -37,31 +37,40 @@ inputs rescaled by 1/255.
 
 ``--jobs N`` runs N units at once in separate processes, ``--shard K/N`` one shard of the plan
 (e.g. a Slurm job array), ``reproduce.py report DIR [DIR ...] --out DIR`` merges the output
-folders, ``--precision mixed_float16`` trains in mixed precision (`scheduler.py`).
+folders, ``--precision mixed_float16`` trains in mixed precision (`runner.py`).
 
 Run ``python examples/covid_cxr/reproduce.py --help`` for every option.  The script is a
-plain user of the ``keras_freeze`` library; the library never imports it.
+plain user of the ``keras_freeze`` library; the library never imports it. Data flow one way:
+command line -> `settings.Settings` -> `data.prepare_data` -> `runner` (units of
+`experiment.run_one`) -> `records` -> `report`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import environment
 import protocol
-import records
+from console import log
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
+from protocol import FEATURE_CACHE_DTYPES
+from protocol import FEATURE_CACHE_MODES
+from protocol import PRECISIONS
 from protocol import PROTOCOL_DEFAULTS
-from settings import check_paths
-from settings import resolve_settings
+from settings import Settings
 
-
-def log(msg=""):
-    print(msg, flush=True)
+# Defaults of the options that do not depend on the mode, stated once: in `Settings`.
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+USAGE = (
+    "reproduce.py [--data-dir DIR] [--experiments NAME ...] [--folds K ...] [options]\n"
+    "       reproduce.py report DIR [DIR ...] --out DIR"
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -72,7 +81,11 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` whose errors are one line on stderr, exit code 2."""
+    """An `argparse.ArgumentParser` whose errors are one line on stderr, exit code 2, and that
+    takes no abbreviated option (``--epoch`` is refused, not read as ``--epochs``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, formatter_class=_HelpFormatter, **kwargs)
 
     def error(self, message):
         message = " ".join(str(message).split())  # one line, whatever the message held
@@ -108,6 +121,8 @@ EPILOG = (
     "  # one fold, two experiments\n"
     "  python examples/covid_cxr/reproduce.py --data-dir DIR \\\n"
     "      --experiments freeze freeze+attention --folds 1\n\n"
+    "  # merge the output folders of several shards or runs into one report\n"
+    "  python examples/covid_cxr/reproduce.py report runs/shard1 runs/shard2 --out runs/all\n\n"
     "A run is resumable: completed experiment x fold records in --out are skipped "
     "when run again with the same settings."
 )
@@ -115,12 +130,7 @@ EPILOG = (
 
 def build_parser():
     """Returns the argument parser of the command (see ``--help``)."""
-    p = _Parser(
-        prog="reproduce.py",
-        formatter_class=_HelpFormatter,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-    )
+    p = _Parser(prog="reproduce.py", usage=USAGE, description=DESCRIPTION, epilog=EPILOG)
     _add_data_arguments(p)
     _add_plan_arguments(p)
     _add_model_arguments(p)
@@ -155,7 +165,7 @@ def _add_data_arguments(p):
         "--out",
         metavar="DIR",
         type=Path,
-        default=Path("runs/covid_cxr"),
+        default=DEFAULTS["out"],
         help="output folder (records/, results.csv, table1_macro.md, table2_weighted.md, "
         "attention.md/.json, PNG figures). Default: %(default)s.",
     )
@@ -166,7 +176,7 @@ def _add_plan_arguments(p):
     p.add_argument(
         "--experiments",
         nargs="+",
-        default=list(EXPERIMENTS),
+        default=None,
         choices=list(EXPERIMENTS),
         metavar="NAME",
         help="experiments to run, any of: " + ", ".join(EXPERIMENTS) + " (Table 1's rows: "
@@ -235,7 +245,7 @@ def _add_model_arguments(p):
     p.add_argument(
         "--preprocessing",
         choices=["rescale", "native", "torch", "tf"],
-        default="rescale",
+        default=DEFAULTS["preprocessing"],
         help="input scaling: 'rescale' = x/255 as the paper's notebooks did; 'native' = the "
         "scaling the chosen weights were trained with ('torch' mean/std for torchvision, 'tf' "
         "[-1, 1] for imagenet); 'torch' or 'tf' to force one. Default: %(default)s.",
@@ -257,7 +267,7 @@ def _add_method_arguments(p):
     p.add_argument(
         "--alpha",
         choices=["estimate", "paper"],
-        default="estimate",
+        default=DEFAULTS["alpha"],
         help="class weights of the attention loss: 'estimate' runs estimate_class_attention on "
         "the training split of each fold; 'paper' uses the authors' published weights "
         "[0.00525, 0.00579, 0.00566, 0.00513] (COVID, Lung_Opacity, Normal, Viral Pneumonia; "
@@ -267,7 +277,7 @@ def _add_method_arguments(p):
         "--mc-samples",
         metavar="N",
         type=int,
-        default=1000,
+        default=DEFAULTS["mc_samples"],
         help="Monte Carlo samples of estimate_class_attention (--alpha estimate), 2 to 10^7. "
         "Default: %(default)s.",
     )
@@ -275,7 +285,7 @@ def _add_method_arguments(p):
         "--lr",
         metavar="LR",
         type=float,
-        default=1e-4,
+        default=DEFAULTS["lr"],
         help="Adam learning rate of freeze, stochastic and freeze+attention (the paper). "
         "Default: %(default)g.",
     )
@@ -283,7 +293,7 @@ def _add_method_arguments(p):
         "--finetune-lr",
         metavar="LR",
         type=float,
-        default=1e-5,
+        default=DEFAULTS["finetune_lr"],
         help="Adam learning rate of the finetune experiment (the authors' full fine-tuning "
         "notebook used 1e-5; the paper's text says 1e-4 for all). Default: %(default)g.",
     )
@@ -291,14 +301,14 @@ def _add_method_arguments(p):
         "--patience",
         metavar="N",
         type=int,
-        default=5,
+        default=DEFAULTS["patience"],
         help="EarlyStopping patience on val_loss (the paper). Default: %(default)s.",
     )
     p.add_argument(
         "--seed",
         metavar="N",
         type=int,
-        default=0,
+        default=DEFAULTS["seed"],
         help="seed of the stratified folds, the stochastic freezing, weight init, shuffling "
         "and the synthetic data (the train/validation split uses seed 42, as the notebooks "
         "did). Default: %(default)s.",
@@ -333,8 +343,8 @@ def _add_runtime_arguments(p):
     )
     p.add_argument(
         "--feature-cache",
-        choices=list(protocol.FEATURE_CACHE_MODES),
-        default="auto",
+        choices=list(FEATURE_CACHE_MODES),
+        default=DEFAULTS["feature_cache"],
         help="train the ordered-freeze experiments (freeze, freeze+attention) on the frozen "
         "prefix's features, computed once per run by keras_freeze.cache_features and shared by "
         "every fold and both experiments when the frozen weights are equal (pretrained weights); "
@@ -344,8 +354,8 @@ def _add_runtime_arguments(p):
     )
     p.add_argument(
         "--feature-cache-dtype",
-        choices=list(protocol.FEATURE_CACHE_DTYPES),
-        default="float32",
+        choices=list(FEATURE_CACHE_DTYPES),
+        default=DEFAULTS["feature_cache_dtype"],
         help="storage dtype of the feature cache: float32 (the uncached run's features "
         "exactly: the same records as --feature-cache off) or float16 (half the size; rounding "
         "the features changes the training run). Default: %(default)s.",
@@ -354,7 +364,8 @@ def _add_runtime_arguments(p):
     p.add_argument(
         "--verbose",
         action="store_true",
-        help="also print Keras' own per-epoch lines (verbose=2).",
+        help="also print Keras' own per-epoch lines (verbose=2) and the backends' start-up "
+        "lines (silenced otherwise).",
     )
 
 
@@ -362,8 +373,8 @@ def _add_scale_arguments(p):
     """Precision, concurrent units and shards."""
     p.add_argument(
         "--precision",
-        choices=list(protocol.PRECISIONS),
-        default="float32",
+        choices=list(PRECISIONS),
+        default=DEFAULTS["precision"],
         help="Keras dtype policy of every model: float32, or mixed precision (float16 or "
         "bfloat16 compute, float32 variables; the losses compute in float32). Default: "
         "%(default)s.",
@@ -372,7 +383,7 @@ def _add_scale_arguments(p):
         "--jobs",
         metavar="N",
         type=int,
-        default=1,
+        default=DEFAULTS["jobs"],
         help="run N (experiment, fold) units at once, each in its own process with 1/N of the "
         "CPU threads (GPU memory allocated on demand), logs in --out/logs/. A failing unit does "
         "not stop the others; Ctrl-C stops all, and a rerun resumes. Default: %(default)s.",
@@ -419,81 +430,10 @@ def _embedded_banner():
     log("=" * 78)
 
 
-def _write_run_config(out, args, argv, dataset, units, env):
-    records.atomic_write_json(
-        out / "run_config.json",
-        {
-            "synthetic": dataset.synthetic,
-            "note": protocol.SYNTHETIC_BANNER if dataset.synthetic else "real data",
-            "command": [sys.executable, *sys.argv] if argv is None else ["reproduce.py", *argv],
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "units": {
-                e: {
-                    "title": u.title,
-                    "image_size": u.image_size,
-                    "weights": u.weights,
-                    "preprocessing": u.preprocess_text,
-                }
-                for e, u in units.items()
-            },
-            "data": dataset.info,
-            **env,
-        },
-    )
-
-
-def _pending(ctx, units):
-    """The units without a complete record made with the run's settings, and how many had one."""
-    args, store = ctx.args, ctx.store
-    fingerprint = ctx.dataset.fingerprint()
-    todo = []
-    for exp, fold in units:
-        shared_e, own = records.settings_of(args, fingerprint, exp)
-        path = store.path(exp, fold)
-        rec = store.load(path)
-        if rec is not None and rec.made_with(shared_e, own):
-            log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")
-            continue
-        if rec is not None:
-            log(f"[plan] {exp} fold {fold}: record made with other settings, re-running")
-        todo.append((exp, fold))
-    return todo, len(units) - len(todo)
-
-
-def _run_units(ctx, folds, shared):
-    """Runs the plan's (or shard's) units not yet complete; returns (done, skipped, failed)."""
-    import report
-    import scheduler
-
-    args = ctx.args
-    units = scheduler.plan(args.experiments, folds, args.shard)
-    shard = (
-        ""
-        if args.shard is None
-        else f", shard {args.shard[0]}/{args.shard[1]}: {len(units)} unit(s)"
-    )
-    log(
-        f"[plan] {len(args.experiments)} experiment(s) x {len(folds)} fold(s){shard}: "
-        f"experiments {', '.join(args.experiments)}; folds {folds}"
-    )
-    todo, skipped = _pending(ctx, units)
-
-    def refresh():  # the tables after every record, so an interrupted run still has them
-        report.write_reports(ctx.out, shared, ctx.dataset.synthetic, ctx.class_names)
-
-    if args.jobs > 1 and len(todo) > 1:
-        log(f"[jobs] {len(todo)} unit(s), {args.jobs} at a time, each in its own process")
-        done, failed = scheduler.run_parallel(ctx, todo, args.jobs, refresh)
-    else:
-        done, failed = scheduler.run_serial(ctx, todo, refresh)
-    return done, skipped, failed
-
-
 def build_report_parser():
     """The parser of ``reproduce.py report DIR [DIR ...] --out DIR``."""
     p = _Parser(
         prog="reproduce.py report",
-        formatter_class=_HelpFormatter,
         description=_paragraphs(
             "Rebuild results.csv, Tables 1 and 2, the attention summary and the figures from "
             "the records of one or more output folders (e.g. the shards of one plan run with "
@@ -511,32 +451,40 @@ def report_main(argv):
     """``reproduce.py report``: merges the records of several folders into one report."""
     parser = build_report_parser()
     args = parser.parse_args(argv)
+    environment.quiet_backends()
+    import records  # deferred: imports Keras
+    import report
+
     try:
         for d in args.dirs:
-            _check_folder_exists(d)
+            if not (Path(d) / "records").is_dir():
+                raise ValueError(
+                    "Expected an output folder of reproduce.py (with records/). "
+                    f"Received: {str(d)!r}"
+                )
         recs, shared = records.merge_records(args.dirs)
     except ValueError as e:
         parser.error(str(e))
-    import report
-
     store = records.RecordStore(args.out)
     for rec in recs:
         store.save(rec)
     for d in args.dirs:  # the estimated attention of each fold, for attention.md
-        for path in sorted((Path(d) / "attention").glob("fold*.json")):
-            records.atomic_write_text(args.out / "attention" / path.name, path.read_text())
+        for path in sorted(records.RecordStore(d).attention_path("*").parent.glob("fold*.json")):
+            records.atomic_write_text(store.attention_path(path.stem[4:]), path.read_text())
     synthetic = any(r.synthetic for r in recs)
     class_names = list(recs[0].metrics["per_class"])
-    log(report.write_reports(args.out, shared, synthetic, class_names))
+    log("\n\n".join(report.write_reports(args.out, shared, synthetic, class_names)))
     log(f"[report] {len(recs)} record(s) from {len(args.dirs)} folder(s) merged into {args.out}")
     return 0
 
 
-def _check_folder_exists(path):
-    if not (Path(path) / "records").is_dir():
-        raise ValueError(
-            f"Expected an output folder of reproduce.py (with records/). Received: {str(path)!r}"
-        )
+def _settings(parser, argv) -> Settings:
+    """The run's `Settings` from the command line (a bad value: one line, exit 2)."""
+    namespace = parser.parse_args(argv)
+    try:
+        return Settings.create(**vars(namespace))
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def main(argv=None):
@@ -544,69 +492,85 @@ def main(argv=None):
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        args = resolve_settings(args)
-        check_paths(args)
-    except ValueError as e:
-        parser.error(str(e))
+    settings = _settings(parser, argv)
     try:
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):
         pass
     t0 = time.perf_counter()
-    if args.embedded:
+    if settings.embedded:
         _embedded_banner()
-
-    if args.threads is not None or args.deterministic:  # this process may train units too
-        import scheduler
-
-        scheduler.configure_process(args.threads, args.deterministic)
-    # Imported after argument parsing so that --help is fast (they import Keras).
-    import dataset as dataset_module
+    environment.quiet_backends(settings.verbose)
+    # This process may train units too: its threads are set before the backend starts.
+    environment.configure_process(settings.threads, settings.deterministic)
+    # Imported after the settings are checked, so that --help and a bad option are fast and
+    # the backend starts with the environment above (they import Keras).
+    import data
     import experiment
+    import records
     import report
+    import runner
 
-    out = args.out
-    env = records.environment()
-    log(f"[setup] Keras {env['keras_version']} on {env['backend']}; output in {out}")
     try:
-        experiment.check_deterministic(args)
+        experiment.check_weights(settings)
+        runner.check_deterministic(settings)
     except ValueError as e:
         parser.error(str(e))
-
+    out = settings.out
+    env = records.environment()
+    log(f"[setup] Keras {env['keras_version']} on {env['backend']}; output in {out}")
     # Every data folder, fold list and class folder is checked here, before any training.
     try:
-        dataset = dataset_module.prepare_data(args)
-    except (OSError, ValueError) as e:  # a data folder or fold list that cannot be used
-        parser.error(str(e))
-    folds = args.folds or list(range(1, len(dataset.folds) + 1))
-    try:
+        dataset = data.prepare_data(settings)
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        parser.error(f"Expected --out to be a folder one can create. Received: out={out} ({e})")
+    except (OSError, ValueError) as e:  # a data folder, fold list or --out that cannot be used
+        parser.error(str(e))
+    ctx = experiment.RunContext(settings, dataset)
+    units = {e: experiment.Unit.of(settings, e) for e in settings.experiments}
+    records.atomic_write_json(
+        out / "run_config.json", _run_config(settings, argv, dataset, units, env)
+    )
+    shared = settings.record_key(EXPERIMENTS[0], dataset.fingerprint())["shared"]
 
-    ctx = experiment.RunContext.of(args, dataset)
-    shared, _ = records.settings_of(args, dataset.fingerprint(), EXPERIMENTS[0])
-    units = {e: ctx.unit(e) for e in args.experiments}
-    _write_run_config(out, args, argv, dataset, units, env)
+    def refresh():  # the tables after every record, so an interrupted run still has them
+        report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
 
     try:
-        done, skipped, failed = _run_units(ctx, folds, shared)
+        done, skipped, failed = runner.run_plan(ctx, refresh)
     except KeyboardInterrupt:
         log("[stopped] interrupted; rerun the same command to resume from the records written")
         return 130
-    table1 = report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
-    log("")
-    log(table1)
-    total = time.perf_counter() - t0
+    table1, table2 = report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
+    log("\n" + table1 + "\n" + table2)
     log(
         f"[done] {done} run(s), {skipped} skipped (already complete)"
         + (f", {len(failed)} FAILED: {failed}" if failed else "")
-        + f"; {total:.0f} s in all. Outputs in {out}"
+        + f"; {time.perf_counter() - t0:.0f} s in all. Outputs in {out}: "
+        + ", ".join(report.MAIN_FILES)
         + ("  [SYNTHETIC DATA]" if dataset.synthetic else "")
     )
     return 1 if failed else 0
+
+
+def _run_config(settings, argv, dataset, units, env):
+    """``run_config.json``: the command, its settings, each unit and the data."""
+    return {
+        "synthetic": dataset.synthetic,
+        "note": protocol.SYNTHETIC_BANNER if dataset.synthetic else "real data",
+        "command": ["reproduce.py", *argv],
+        "settings": settings.to_json(),
+        "units": {
+            e: {
+                "title": u.title,
+                "image_size": u.image_size,
+                "weights": u.weights,
+                "preprocessing": u.preprocess_text,
+            }
+            for e, u in units.items()
+        },
+        "data": dataset.info,
+        **env,
+    }
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The plan of a run and how its units run: in turn, in parallel processes, or one shard of it.
+"""Runs the units of a run: in turn, in parallel processes, or one shard of the plan.
 
 A *unit* is one (experiment, fold). `plan` lists them in a fixed order (folds outer,
 experiments in Table 1's order inner) and keeps those of ``--shard K/N``: unit ``i`` (0-based)
@@ -13,21 +13,13 @@ allocated on demand (TensorFlow's memory growth, JAX without preallocation) and 
 and the others go on; Ctrl-C stops every process, and a rerun of the same command resumes from
 the records already written.
 
-What a unit's numbers depend on besides its settings and seed: on a CPU, its thread count (the
-kernels split their float32 sums by it); on a GPU, kernels that sum with atomics or that
-autotuning picks by timing, which other units' load changes. ``--deterministic``
-(`configure_process`) removes both: deterministic kernels on every backend and, unless
-``--threads`` is given, one CPU thread per unit, so ``--jobs N`` and ``--shard K/N`` give exactly
-the records of ``--jobs 1``. Without it the CPU backends are deterministic at a fixed thread
-count, so ``--jobs N --threads T`` still equals ``--jobs 1 --threads T``.
+How a unit process is configured (threads, deterministic kernels) is `environment.py`'s.
 
 Example:
     >>> plan(["freeze", "finetune"], [1, 2])
     [('freeze', 1), ('finetune', 1), ('freeze', 2), ('finetune', 2)]
     >>> plan(["freeze", "finetune"], [1, 2], shard=(2, 3))
     [('finetune', 1)]
-    >>> parse_shard("2/3")
-    (2, 3)
 """
 
 from __future__ import annotations
@@ -38,36 +30,61 @@ import sys
 import time
 from pathlib import Path
 
+import experiment
+import keras
 import protocol
+from console import log
+from data import DataSet
+from environment import configure_process
+from experiment import RunContext
+from settings import Settings
 
 # Seconds between two looks at the running processes.
 POLL_S = 0.5
 
-# XLA's flag for deterministic GPU kernels (JAX; TensorFlow has TF_DETERMINISTIC_OPS).
-XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
-_DETERMINISM_ENV = ("TF_DETERMINISTIC_OPS", "XLA_FLAGS", "CUBLAS_WORKSPACE_CONFIG")
+
+def compute_device() -> str:
+    """``"gpu"`` when Keras' backend computes on a GPU in this process, else ``"cpu"``."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
 
 
-def log(msg=""):
-    print(msg, flush=True)
+def check_deterministic(settings: Settings, device: str | None = None):
+    """Refuses ``--deterministic`` where a planned model cannot run deterministically.
 
+    On a GPU, XLA (JAX) and TensorFlow have no deterministic gradient for MaxPooling2D and
+    fail when they meet it; the architectures of `protocol.MAX_POOLING` use it.
 
-def parse_shard(text):
-    """``"K/N"`` -> ``(K, N)`` with ``1 <= K <= N``.
+    Args:
+        settings: the run's settings.
+        device: ``"gpu"`` or ``"cpu"``; default: `compute_device`.
 
     Raises:
-        ValueError: naming the value and the expected form.
+        ValueError: naming the experiments and the ways out.
     """
-    try:
-        k, n = (int(v) for v in str(text).split("/"))
-    except ValueError:
-        k = n = 0
-    if not 1 <= k <= n:
+    if not settings.deterministic or keras.backend.backend() not in ("jax", "tensorflow"):
+        return
+    pooled = [e for e in settings.experiments if protocol.ARCHITECTURES[e] in protocol.MAX_POOLING]
+    if pooled and (device or compute_device()) == "gpu":
         raise ValueError(
-            "Expected --shard K/N with 1 <= K <= N (e.g. 2/4 for the second of four machines). "
-            f"Received: shard={text!r}"
+            f"--deterministic on a GPU with {keras.backend.backend()}: MaxPooling2D, in "
+            f"{', '.join(pooled)}, has no deterministic GPU gradient there. Leave "
+            "them out with --experiments, run them without --deterministic, or use "
+            "KERAS_BACKEND=torch (deterministic where PyTorch has the kernels, else a warning). "
+            f"Received: experiments={list(settings.experiments)}"
         )
-    return k, n
 
 
 def plan(experiments, folds, shard=None):
@@ -79,14 +96,59 @@ def plan(experiments, folds, shard=None):
     return [u for i, u in enumerate(units) if i % n == k - 1]
 
 
-def run_serial(ctx, todo, on_done):
+def pending(ctx: RunContext, units):
+    """The units without a complete record made with the run's settings, and how many had one."""
+    store, fingerprint = ctx.store, ctx.dataset.fingerprint()
+    todo = []
+    for exp, fold in units:
+        path = store.path(exp, fold)
+        rec = store.load(path)
+        if rec is not None and rec.made_with(ctx.settings.record_key(exp, fingerprint)):
+            log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")
+            continue
+        if rec is not None:
+            log(f"[plan] {exp} fold {fold}: record made with other settings, re-running")
+        todo.append((exp, fold))
+    return todo, len(units) - len(todo)
+
+
+def run_plan(ctx: RunContext, on_done):
+    """Runs the plan's (or shard's) units not yet complete, in turn or ``--jobs`` at once.
+
+    Args:
+        ctx: the run's `experiment.RunContext`.
+        on_done: called after each unit that finished (e.g. to rewrite the reports).
+
+    Returns:
+        ``(done, skipped, failed)``: units run, units already complete, failed units.
+    """
+    settings = ctx.settings
+    folds = list(settings.folds or range(1, len(ctx.dataset.folds) + 1))
+    units = plan(settings.experiments, folds, settings.shard)
+    shard = (
+        ""
+        if settings.shard is None
+        else ", shard {}/{}: {} unit(s)".format(*settings.shard, len(units))
+    )
+    log(
+        f"[plan] {len(settings.experiments)} experiment(s) x {len(folds)} fold(s){shard}: "
+        f"experiments {', '.join(settings.experiments)}; folds {folds}"
+    )
+    todo, skipped = pending(ctx, units)
+    if settings.jobs > 1 and len(todo) > 1:
+        log(f"[jobs] {len(todo)} unit(s), {settings.jobs} at a time, each in its own process")
+        done, failed = run_parallel(ctx, todo, settings.jobs, on_done)
+    else:
+        done, failed = run_serial(ctx, todo, on_done)
+    return done, skipped, failed
+
+
+def run_serial(ctx: RunContext, todo, on_done):
     """Runs the units in this process, in order; a failure stops the run.
 
     Returns:
         ``(done, failed)``: the number of units run and the failed ones (always empty).
     """
-    import experiment
-
     for i, (exp, fold) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {exp} fold {fold}")
         experiment.run_one(ctx, exp, fold)
@@ -94,92 +156,20 @@ def run_serial(ctx, todo, on_done):
     return len(todo), []
 
 
-def default_threads(jobs, cpus=None):
-    """CPU threads of each of ``jobs`` concurrent units: the CPUs shared out (at least 1)."""
-    return max(1, (cpus or os.cpu_count() or 1) // jobs)
-
-
-def process_settings(threads, deterministic=False):
-    """Environment of a unit process: ``threads`` CPU threads, GPU memory on demand and, with
-    ``deterministic``, deterministic kernels (TensorFlow's op determinism, XLA's deterministic
-    GPU ops for JAX, cuBLAS' fixed workspace for PyTorch).
-
-    Set before Keras' backend starts (the backends read it once).
-
-    Example:
-        >>> env = process_settings(4)
-        >>> env["OMP_NUM_THREADS"], env["TF_FORCE_GPU_ALLOW_GROWTH"]
-        ('4', 'true')
-        >>> process_settings(1, deterministic=True)["TF_DETERMINISTIC_OPS"]
-        '1'
-    """
-    threads = str(int(threads))
-    env = {
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "TF_NUM_INTRAOP_THREADS": threads,
-        "TF_NUM_INTEROP_THREADS": "2",
-        "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow: allocate GPU memory on demand
-        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: no 75% preallocation per process
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"),
-    }
-    if deterministic:
-        xla_flags = os.environ.get("XLA_FLAGS", "")
-        if XLA_DETERMINISTIC not in xla_flags.split():
-            xla_flags = f"{xla_flags} {XLA_DETERMINISTIC}".strip()
-        env.update(
-            TF_DETERMINISTIC_OPS="1",
-            XLA_FLAGS=xla_flags,  # also turns XLA's timing-based autotuning off
-            CUBLAS_WORKSPACE_CONFIG=":4096:8",  # required by torch's deterministic cuBLAS
-        )
-    return env
-
-
-def configure_process(threads, deterministic=False):
-    """``--threads`` and ``--deterministic`` in this process, before Keras' backend starts.
-
-    Sets `process_settings` (read by the backends when they start) and, for PyTorch, which is
-    configured by calls: its thread count and, with ``deterministic``, its deterministic
-    algorithms (``warn_only``: an operation without a deterministic kernel warns rather than
-    stops the unit) without cuDNN's timing-based algorithm search.
-
-    Args:
-        threads: CPU threads, or None to leave the backends' own default.
-        deterministic: whether to ask for deterministic kernels.
-    """
-    env = process_settings(threads or 1, deterministic)
-    if threads is None:  # only what determinism needs
-        env = {k: v for k, v in env.items() if k in _DETERMINISM_ENV}
-    os.environ.update(env)
-    if threads is not None and "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(threads))
-    if deterministic:
-        import keras
-
-        if keras.backend.backend() == "torch":
-            import torch
-
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-
-
-def _unit_process(target, args, dataset, exp, fold, log_path):
+def _unit_process(target, settings, dataset, exp, fold, log_path):
     """Entry point of a unit process: its threads, every output to its log, the unit."""
-    configure_process(args.threads, getattr(args, "deterministic", False))
+    configure_process(settings.threads, settings.deterministic)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    target(args, dataset, exp, fold)
+    target(settings, dataset, exp, fold)
 
 
-def run_unit(args, dataset, exp, fold):
+def run_unit(settings: Settings, dataset: DataSet, exp: str, fold: int):
     """One unit in a fresh process: `experiment.run_one` with the run's settings."""
-    import experiment
-
-    ctx = experiment.RunContext.of(args, dataset)
-    experiment.run_one(ctx, exp, fold)
+    experiment.run_one(RunContext(settings, dataset), exp, fold)
 
 
 class _Tail:
@@ -212,11 +202,11 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
     """Runs up to ``jobs`` units at once, each in its own process (see the module docstring).
 
     Args:
-        ctx: the run's `experiment.RunContext` (its ``args`` and ``dataset`` go to each process).
+        ctx: the run's `experiment.RunContext` (its settings and data go to each process).
         todo: the (experiment, fold) units to run, in order.
         jobs: how many run at once.
         on_done: called (in this process) after each unit that finished.
-        target: what a unit process runs, ``target(args, dataset, experiment, fold)``, its
+        target: what a unit process runs, ``target(settings, dataset, experiment, fold)``, its
             output going to the unit's log; default: `run_unit`.
 
     Returns:
@@ -227,8 +217,8 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
         KeyboardInterrupt: after stopping every running process (Ctrl-C).
     """
     spawn = multiprocessing.get_context("spawn")
-    child_args = _child_args(ctx.args, jobs)
-    logs = Path(ctx.out) / "logs"
+    child = ctx.settings.for_child()
+    logs = Path(ctx.settings.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, failed, done = list(todo), {}, [], 0
     try:
@@ -239,7 +229,7 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
                 path.write_text("")
                 proc = spawn.Process(
                     target=_unit_process,
-                    args=(target or run_unit, child_args, ctx.dataset, exp, fold, str(path)),
+                    args=(target or run_unit, child, ctx.dataset, exp, fold, str(path)),
                     name=f"{exp}-fold{fold}",
                 )
                 proc.start()
@@ -262,15 +252,6 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
         _stop(running)
         raise
     return done, failed
-
-
-def _child_args(args, jobs):
-    """The unit processes' settings: the run's, with the decoding threads shared out."""
-    import copy
-
-    child = copy.copy(args)
-    child.workers = max(1, args.workers // jobs)
-    return child
 
 
 def _stop(running):

@@ -2,7 +2,7 @@
 
 This is the embedded default of the COVID CXR example: when no `--data-dir` is given, the example
 generates this data set into a cache directory and then reads it through exactly the same loader
-(`data.py`) that reads the real Kaggle "COVID-19 Radiography Database".
+(`kaggle.py`) that reads the real Kaggle "COVID-19 Radiography Database".
 
 THE IMAGES ARE SYNTHETIC. They are drawn by this file from simple geometric primitives and noise:
 they are not medical images, carry no clinical information and say nothing about how a model
@@ -51,11 +51,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from data import CLASS_NAMES
-from data import DATASET_DIRNAME
-from data import PAPER_COUNTS
 from PIL import Image
 from PIL import ImageDraw
+from protocol import CLASS_NAMES
+from protocol import DATASET_DIRNAME
+from protocol import PAPER_COUNTS
 
 GENERATOR_VERSION = 1
 MARKER_FILENAME = "DATA_IS_SYNTHETIC"
