@@ -19,14 +19,14 @@ INSTALL = 'pip install "keras-freeze[dicom]"'
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 
-# The packages to install for the pixel-data decoders of compressed transfer
-# syntaxes, by UID prefix (pydicom's own plugins: pylibjpeg's, pyjpegls, gdcm).
-_DECODER_PACKAGES = (
-    ("1.2.840.10008.1.2.4.9", 'pylibjpeg pylibjpeg-openjpeg (or "keras-freeze[dicom]")'),
-    ("1.2.840.10008.1.2.4.20", 'pylibjpeg pylibjpeg-openjpeg (or "keras-freeze[dicom]")'),
-    ("1.2.840.10008.1.2.4.8", "pyjpegls"),
-    ("1.2.840.10008.1.2.4.", "pylibjpeg pylibjpeg-libjpeg (GPL-3.0)"),
-    ("1.2.840.10008.1.2.5", "pylibjpeg pylibjpeg-rle"),
+# What to install for the pixel-data decoder of a compressed transfer syntax, by UID
+# prefix (pydicom's own plugins; the first match wins). RLE and Deflate need nothing.
+_EXTRA = f" (included in `{INSTALL}`)"
+_DECODER_INSTALLS = (
+    ("1.2.840.10008.1.2.4.9", "`pip install pylibjpeg pylibjpeg-openjpeg`" + _EXTRA),  # J2K
+    ("1.2.840.10008.1.2.4.20", "`pip install pylibjpeg pylibjpeg-openjpeg`" + _EXTRA),  # HTJ2K
+    ("1.2.840.10008.1.2.4.8", "`pip install pyjpegls`"),  # JPEG-LS
+    ("1.2.840.10008.1.2.4.", "`pip install pylibjpeg pylibjpeg-libjpeg` (GPL-3.0)"),  # JPEG
 )
 
 
@@ -37,8 +37,8 @@ def _pydicom():
         import pydicom.pixels
     except ImportError as error:
         raise ImportError(
-            f"Reading DICOM (.dcm) files needs pydicom 3 and its JPEG 2000 decoder. Install "
-            f"them with `{INSTALL}`."
+            f"Reading DICOM (.dcm) files needs pydicom 3 (and pylibjpeg-openjpeg for JPEG 2000 "
+            f"pixel data). Install them with `{INSTALL}`."
         ) from error
     return pydicom
 
@@ -58,11 +58,11 @@ def _missing_decoder(ds):
         return f"pydicom cannot decode the transfer syntax {syntax.name} ({syntax})"
     if decoder.is_available:
         return None
-    packages = [pkg for prefix, pkg in _DECODER_PACKAGES if syntax.startswith(prefix)]
-    install = f"`pip install {packages[0]}`" if packages else "one of pydicom's decoders"
+    installs = [how for prefix, how in _DECODER_INSTALLS if syntax.startswith(prefix)]
     return (
-        f"no pixel-data decoder for {syntax.name} ({syntax}) is installed: install {install} "
-        f"(pydicom's decoders for it: {'; '.join(decoder.missing_dependencies)})"
+        f"no pixel-data decoder for {syntax.name} ({syntax}) is installed. Install one: "
+        f"{installs[0] if installs else 'see below'}; pydicom's decoders for it: "
+        f"{'; '.join(decoder.missing_dependencies)}"
     )
 
 

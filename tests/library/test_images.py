@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from PIL import Image
 
 import keras_freeze
 from keras_freeze import ClassImages
+from keras_freeze import _images
 from keras_freeze import list_class_images
 from keras_freeze._images import IMAGE_EXTENSIONS
 
@@ -71,9 +73,8 @@ def test_extensions_are_matched_case_insensitively(tmp_path):
     exts = list(IMAGE_EXTENSIONS) + [e.upper() for e in IMAGE_EXTENSIONS] + [".JpEg"]
     _touch(tmp_path, *(f"c/f{i}{e}" for i, e in enumerate(exts)), "d/x.png")
     assert list_class_images(tmp_path).counts()["c"] == len(exts)
-    assert IMAGE_EXTENSIONS == (
-        ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm"
-    )
+    expected = ".png .jpg .jpeg .bmp .gif .tif .tiff .webp .dcm".split()
+    assert IMAGE_EXTENSIONS == tuple(expected)
 
 
 def test_hidden_and_junk_files_are_skipped_silently(tmp_path):
@@ -149,7 +150,8 @@ def test_names_that_are_not_utf8_are_listed_and_decoded(tmp_path):
     assert os.fsencode(images.paths[0]).endswith(b"cls\xff/img\xfe.png")
     assert repr(images.paths[0])  # printable: surrogate escapes, no UnicodeError
     for path in images.paths:
-        np.testing.assert_array_equal(keras_freeze.decode_image(path, mode="gray"), np.float32(pixels) / 255)
+        got = keras_freeze.decode_image(path, mode="gray")
+        np.testing.assert_array_equal(got, np.float32(pixels) / 255)
 
 
 def test_class_names_as_a_bare_string_is_refused(tmp_path):
@@ -311,7 +313,8 @@ def test_decode_image_clips_resampling_overshoot(tmp_path, interpolation):
 
 
 def test_decode_image_lab_tiff_and_unconvertible_modes(tmp_path, monkeypatch):
-    lab = Image.merge("LAB", [Image.fromarray(np.full((4, 6), v, np.uint8)) for v in (60, 140, 110)])
+    bands = [Image.fromarray(np.full((4, 6), v, np.uint8)) for v in (60, 140, 110)]
+    lab = Image.merge("LAB", bands)
     lab.save(tmp_path / "lab.tif")
     with Image.open(tmp_path / "lab.tif") as im:
         assert im.mode == "LAB"
@@ -388,3 +391,11 @@ def test_decode_image_argument_errors(tmp_path, kwargs, match):
     kwargs = {"path": tmp_path / "x.png", **kwargs}
     with pytest.raises(ValueError, match=match):
         keras_freeze.decode_image(**kwargs)
+
+
+def test_dicom_without_pydicom_names_the_pip_command(tmp_path, monkeypatch):
+    (tmp_path / "x.dcm").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # as if not installed
+    for read in (keras_freeze.decode_image, _images.header_problem):
+        with pytest.raises(ImportError, match=r'pip install "keras-freeze\[dicom\]"'):
+            read(tmp_path / "x.dcm")
