@@ -36,12 +36,26 @@ def _imported_modules(path):
     return names
 
 
+# Extras of documented features: their modules may be imported (lazily) by a file that says
+# which `pip install "keras-freeze[<extra>]"` brings them, for the ImportError it raises.
+FEATURE_EXTRAS = ("dicom",)
+
+
 def test_every_runtime_import_is_a_dependency():
     declared = {_dist_name(r) for r in PYPROJECT["project"]["dependencies"]}
     provided = {IMPORT_NAMES.get(name, name) for name in declared}
+    extras = PYPROJECT["project"]["optional-dependencies"]
     for path in sorted(PACKAGE.glob("*.py")):
         third_party = _imported_modules(path) - set(sys.stdlib_module_names) - {"keras_freeze"}
         missing = third_party - provided
+        for extra in FEATURE_EXTRAS:
+            in_extra = {IMPORT_NAMES.get(n, n) for n in map(_dist_name, extras[extra])} & missing
+            if in_extra:
+                assert f"keras-freeze[{extra}]" in path.read_text(), (
+                    f"{path.name} imports {sorted(in_extra)} without naming "
+                    f'`pip install "keras-freeze[{extra}]"`'
+                )
+            missing -= in_extra
         assert not missing, f"{path.name} imports {sorted(missing)}, not in dependencies"
 
 
