@@ -25,6 +25,10 @@ from keras_freeze._images import list_class_images
 from keras_freeze._layerwise import LayerwiseOptimizer
 from keras_freeze._layerwise import ScaledSchedule
 from keras_freeze._layerwise import layerwise_decay
+from keras_freeze._loader import ImageDataset
+from keras_freeze._loader import predict_images
+from keras_freeze._loader import scan_images
+from keras_freeze._loader import shuffle_order
 from keras_freeze._losses import PAPER_ALPHA
 from keras_freeze._losses import PAPER_CLASS_NAMES
 from keras_freeze._losses import AttentionWeightedCCE
@@ -58,6 +62,7 @@ __all__ = [
     "FreezeReport",
     "FrozenPrefixSplit",
     "GradualUnfreezing",
+    "ImageDataset",
     "LayerwiseOptimizer",
     "ScaledSchedule",
     "SparseAttentionWeightedCCE",
@@ -76,6 +81,9 @@ __all__ = [
     "freeze_fraction",
     "layerwise_decay",
     "list_class_images",
+    "predict_images",
+    "scan_images",
+    "shuffle_order",
     "sparse_attention_weighted_cce",
     "split_frozen_prefix",
     "unfreeze",

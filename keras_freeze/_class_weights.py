@@ -96,6 +96,16 @@ def _counts(labels, num_classes):
     if y.size == 0:
         raise ValueError("Expected labels for at least one sample. Received: no labels.")
     k = num_classes or width or int(y.max()) + 1
+    if k > y.size:  # some class is empty: say so before allocating k counts
+        present = np.unique(y)
+        missing = np.setdiff1d(np.arange(min(k, present.size + 3)), present)[:3].tolist()
+        more = f" and {k - present.size - len(missing):_} more" if k - present.size > 3 else ""
+        raise ValueError(
+            f"Expected every class to have samples. Received: no sample of class(es) "
+            f"{missing}{more} among {k:_} classes: {y.size} label(s), up to "
+            f"{int(y.max()):_}, so {k - present.size:_} classes are empty. Labels out of "
+            "range? Relabel the classes to 0..K-1 (or pass the right `num_classes`)."
+        )
     counts = np.bincount(y, minlength=k)
     absent = np.flatnonzero(counts == 0).tolist()
     if absent:
@@ -139,7 +149,8 @@ def class_weights(
             `(x, y)` / `(x, y, sample_weight)` batches, read once to the end.
         method: `"balanced"` (default), `"effective_number"` or
             `"inverse_sqrt"`.
-        beta: Hyper-parameter of `"effective_number"`, in `[0, 1)`.
+        beta: Hyper-parameter of `"effective_number"`, a real number in
+            `[0, 1)` (int, float, `Fraction`, `Decimal`, NumPy scalar).
             Defaults to `0.9999`, as in the paper for long-tailed data sets.
         num_classes: Number of classes K. Defaults to the one-hot width, or
             `max(label) + 1` for integer labels.
@@ -163,10 +174,12 @@ def class_weights(
     2.0
     """
     check.one_of("method", method, METHODS)
-    if method == "effective_number" and (
-        not isinstance(beta, (int, float, np.floating)) or not 0 <= beta < 1
-    ):
-        raise ValueError(f"Expected beta in [0, 1). Received: beta={beta!r}")
+    received_beta, beta = beta, check.as_real(beta)
+    if method == "effective_number" and (beta is None or not 0 <= beta < 1):
+        raise ValueError(
+            "Expected beta in [0, 1), a real number (an int, float, Fraction, Decimal or 0-d "
+            f"NumPy array; not a bool). Received: beta={received_beta!r}"
+        )
     num_classes = check.integer("num_classes", num_classes, 1, allow_none=True)
     counts = _counts(labels, num_classes)
     k = len(counts)

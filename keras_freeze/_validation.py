@@ -10,6 +10,7 @@ write `n = positive_float("n", n)`.
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 from collections.abc import Iterable
@@ -22,10 +23,40 @@ MODES = ("ordered", "stochastic")
 BYS = ("layers", "params")
 
 _ZERO_DIVISION_HELP = "0.0, 1.0 or float('nan')"
+# Largest class label: far beyond any class count, and safe in int64 arithmetic.
+_MAX_LABEL = 2**62 - 1
 
 
 def _is_real(value):
     return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def as_real(value):
+    """`value` as a Python float if it is a real number, else None.
+
+    Real numbers: int, float, `fractions.Fraction`, `decimal.Decimal`, NumPy
+    integer and float scalars and 0-d arrays of them. Bools (`True`, `np.True_`
+    and 0-d bool arrays), complex numbers, strings and arrays of more than one
+    value are not. A NumPy float is read as the decimal it prints as
+    (`np.float32(0.29)` is 0.29), like a Python float. Out-of-float-range values
+    become +-inf.
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim != 0 or value.dtype.kind not in "iuf":
+            return None
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, np.floating):
+        return float(str(value))
+    if isinstance(value, decimal.Decimal):
+        return float("nan") if value.is_nan() else float(value)
+    if not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # e.g. 10**400 or Fraction(10**400)
+        return math.inf if value > 0 else -math.inf
 
 
 def is_integer(value):
@@ -49,15 +80,19 @@ def nonnegative_float(name, value):
 
 
 def fraction(value, where="fraction"):
-    """A number in [0, 1], as a Python float.
+    """A real number in [0, 1] (see `as_real`), as a Python float.
 
     A NumPy float is read as the decimal it prints as (`np.float32(0.29)` is
     0.29, not its binary value 0.28999999165534973), like a Python float.
     `where` names the argument in the error message.
     """
-    if not _is_real(value):
-        raise ValueError(f"Expected {where} to be a number in [0, 1]. Received: {where}={value!r}")
-    value = float(str(value)) if isinstance(value, np.floating) else float(value)
+    received = value
+    value = as_real(value)
+    if value is None:
+        raise ValueError(
+            f"Expected {where} to be a real number in [0, 1] (an int, float, Fraction, "
+            f"Decimal or 0-d NumPy array; not a bool). Received: {where}={received!r}"
+        )
     if math.isnan(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"Expected {where} in [0, 1]. Received: {where}={value}")
     return value
@@ -224,11 +259,18 @@ def class_labels(y, num_classes=None, where=""):
         raise ValueError(
             f"Expected integer class labels or one-hot rows{where}. Received: y.dtype={y.dtype}"
         )
-    labels = y.astype(np.int64)
-    if labels.size and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
-        expected = ">= 0" if num_classes is None else f"in [0, {num_classes - 1}]"
-        raise ValueError(
-            f"Expected integer labels {expected}{where}. Received: labels in "
-            f"[{labels.min()}, {labels.max()}]"
-        )
-    return labels, None
+    # The range is checked on the labels as given, before the int64 cast, which
+    # would wrap uint64 labels >= 2**63 and turn floats beyond 2**63 into garbage.
+    if y.size:
+        low, high = y.min().item(), y.max().item()
+        limit = _MAX_LABEL + 1 if num_classes is None else num_classes
+        if low < 0 or high >= limit:
+            if num_classes is not None:
+                expected = f"in [0, {num_classes - 1}]{where}"
+            else:
+                expected = f">= 0{where}" if low < 0 else f"below 2**62{where}"
+            shown = [int(v) if float(v).is_integer() else v for v in (low, high)]
+            raise ValueError(
+                f"Expected integer labels {expected}. Received: labels in [{shown[0]}, {shown[1]}]"
+            )
+    return y.astype(np.int64), None

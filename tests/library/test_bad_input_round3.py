@@ -88,14 +88,39 @@ def test_estimator_tf_data_of_dicts_is_refused_clearly():
         estimate_class_attention(ds, 10, image_size=8, seed=0)
 
 
-def test_estimator_lab_tiff_is_skipped_naming_the_file(tmp_path):
+def test_estimator_lab_tiff_is_read_or_skipped_naming_the_file(tmp_path):
     root = _class_folders(tmp_path / "data", [4, 4])
     lab = root / "class0" / "lab.tif"
     Image.new("LAB", (8, 8), (50, 10, 10)).save(lab)
-    with pytest.warns(UserWarning, match=r"lab\.tif.*conversion from LAB"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         res = estimate_class_attention(str(root), 10, image_size=8, seed=0)
-    assert str(lab) in res.skipped_files
-    assert res.counts.tolist() == [4, 4]
+    if str(lab) in res.skipped_files:  # a decoder that cannot convert LAB: named, left out
+        assert res.counts.tolist() == [4, 4]
+        assert any("lab.tif" in str(w.message) for w in caught)
+    else:  # a decoder that reads it: counted
+        assert res.counts.tolist() == [5, 4]
+
+
+def test_estimator_image_failing_mid_estimate_is_skipped_naming_the_file(tmp_path, monkeypatch):
+    # Any decoder failure that does not name the file (Pillow's "conversion from LAB to RGB not
+    # supported" was one) leaves the file out with its name and the reason, never a raw error.
+    from keras_freeze import _images
+
+    root = _class_folders(tmp_path / "data", [4, 4])
+    bad = str(root / "class1" / "2.png")
+    decode = _images._decode_resized
+
+    def failing(path, image_size):
+        if str(path) == bad:
+            raise ValueError("conversion from LAB to RGB not supported")
+        return decode(path, image_size)
+
+    monkeypatch.setattr(_images, "_decode_resized", failing)
+    with pytest.warns(UserWarning, match=r"2\.png.*conversion from LAB to RGB not supported"):
+        res = estimate_class_attention(str(root), 10, image_size=8, seed=0)
+    assert res.skipped_files == (bad,)
+    assert res.counts.tolist() == [4, 3]
 
 
 def test_estimator_bytes_path_is_read_as_a_directory(tmp_path):
@@ -256,3 +281,89 @@ def test_all_zero_prediction_row_gives_a_finite_loss():
 
         grad = jax.grad(lambda q: keras_freeze.attention_weighted_cce(y, q, alpha).sum())(p)
         assert np.all(np.isfinite(np.asarray(grad)))
+
+
+# --------------------------------------------------------------------------
+# Class weights
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_classes": 2**40}])
+def test_class_weights_huge_label_or_class_count_is_refused_without_allocating(kwargs):
+    labels = [0, 1, 2**40] if not kwargs else [0, 1, 1]
+    with pytest.raises(
+        ValueError, match=r"class\(es\) \[2, 3, 4\] and .* more among .*classes are empty"
+    ):
+        keras_freeze.class_weights(labels, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "labels, shown",
+    [
+        (np.array([0, 1, 2**64 - 1], dtype=np.uint64), r"\[0, 18446744073709551615\]"),
+        (np.array([0, 1, 2**63 + 5], dtype=np.uint64), r"\[0, 9223372036854775813\]"),
+        (np.array([0.0, 1.0, 1e20]), r"\[0, 100000000000000000000\]"),
+        (np.array([-1e20, 0.0, 1.0]), r"\[-100000000000000000000, 1\]"),
+    ],
+    ids=["uint64_max", "uint64_2_63", "float_big", "float_negative"],
+)
+def test_class_weights_label_range_messages_show_the_labels_as_given(labels, shown):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected integer labels (>= 0|below 2\*\*62).*Received: labels in " + shown,
+    ):
+        keras_freeze.class_weights(labels)
+
+
+def test_class_weights_uint64_and_float_labels_in_range_still_work():
+    for labels in (np.array([0, 0, 1], np.uint64), np.array([0.0, 0.0, 1.0])):
+        assert keras_freeze.class_weights(labels).weights == (0.75, 1.5)
+
+
+@pytest.mark.parametrize(
+    "beta",
+    [fractions.Fraction(1, 2), decimal.Decimal("0.5"), np.array(0.5), np.float32(0.5), 0.5],
+    ids=["Fraction", "Decimal", "0-d array", "float32", "float"],
+)
+def test_class_weights_beta_accepts_any_real_number_type(beta):
+    got = keras_freeze.class_weights([0, 0, 1], "effective_number", beta=beta)
+    # Independent computation: (1 - b) / (1 - b**n_c), normalised to sum to K = 2.
+    raw = np.array([(1 - 0.5) / (1 - 0.5**2), (1 - 0.5) / (1 - 0.5**1)])
+    np.testing.assert_allclose(got.weights, raw / raw.sum() * 2, rtol=1e-12)
+    assert got.beta == 0.5
+
+
+@pytest.mark.parametrize("beta", [True, fractions.Fraction(3, 2), "0.5", np.array([0.5])])
+def test_class_weights_beta_refuses_bools_and_non_reals(beta):
+    with pytest.raises(ValueError, match=r"beta in \[0, 1\), a real number.*not a bool"):
+        keras_freeze.class_weights([0, 0, 1], "effective_number", beta=beta)
+
+
+# --------------------------------------------------------------------------
+# Freezing
+# --------------------------------------------------------------------------
+
+
+def _mlp(depth=4):
+    layers = [keras.Input((3,))] + [keras.layers.Dense(3) for _ in range(depth)]
+    return keras.Sequential(layers)
+
+
+@pytest.mark.parametrize(
+    "fraction",
+    [decimal.Decimal("0.5"), np.array(0.5), fractions.Fraction(1, 2), np.float64(0.5), 0.5],
+    ids=["Decimal", "0-d array", "Fraction", "float64", "float"],
+)
+def test_freeze_fraction_accepts_any_real_number_type(fraction):
+    model = _mlp()
+    report = keras_freeze.freeze_fraction(model, fraction)
+    assert report.fraction == 0.5
+    assert [layer.trainable for layer in model.layers] == [False, False, True, True]
+
+
+@pytest.mark.parametrize(
+    "fraction", [True, np.True_, np.array(True), np.array([0.5]), "0.5", 0.5j, [0.5]]
+)
+def test_freeze_fraction_refuses_bools_and_non_scalars(fraction):
+    with pytest.raises(ValueError, match=r"fraction to be a real number in \[0, 1\].*not a bool"):
+        keras_freeze.freeze_fraction(_mlp(), fraction)
