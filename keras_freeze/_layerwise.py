@@ -34,6 +34,12 @@ from keras_freeze._freeze import flatten_layers
 
 __all__ = ["LayerwiseOptimizer", "ScaledSchedule", "layerwise_decay"]
 
+#: Smallest learning-rate factor `layerwise_decay` gives. Below it the factor is
+#: freezing in disguise: a float32 weight resolves relative steps of about 1e-7,
+#: so no sensible learning rate times 1e-30 moves it, and a factor that underflows to 0.0
+#: means "frozen" to `LayerwiseOptimizer`.
+MIN_FACTOR = 1e-30
+
 
 def _layer_names(variable):
     """The layer (and model) names in a variable's path: every part but the last."""
@@ -492,7 +498,9 @@ def layerwise_decay(
         `LayerwiseOptimizer(optimizer, multipliers=...)`.
 
     Raises:
-        ValueError: If `decay` is not in (0, 1], `block` is not a valid
+        ValueError: If `decay` is not in (0, 1] or so small that the
+            input block's factor `decay ** depth` falls below `MIN_FACTOR`
+            (1e-30; the message names the smallest usable decay), `block` is not a valid
             regular expression, or the model has no layer with weights.
 
     Example:
@@ -519,8 +527,20 @@ def layerwise_decay(
             f"Expected a built model with weights. Received: model {model.name!r} has no "
             "layer with weights. Build it (call it on data) first."
         )
+    blocks = list(reversed(_blocks(layers, block)))
+    deepest = len(blocks) - 1
+    if deepest and float(decay) ** deepest < MIN_FACTOR:
+        smallest = MIN_FACTOR ** (1.0 / deepest)
+        raise ValueError(
+            f"Expected decay >= {smallest:.4g} for this model: its {deepest + 1} blocks give "
+            f"the input block the factor decay**{deepest} = {float(decay) ** deepest:.3g}, "
+            f"below {MIN_FACTOR:g}, where a learning rate changes no float32 weight (and 0.0, "
+            "where the power underflows, means frozen to LayerwiseOptimizer). Received: "
+            f"decay={decay!r}. Use a decay >= {smallest:.4g}, or freeze the early layers "
+            "(`freeze_fraction`) instead."
+        )
     multipliers = {}
-    for depth, names in enumerate(reversed(_blocks(layers, block))):
+    for depth, names in enumerate(blocks):
         for name in names:
             multipliers.setdefault(glob.escape(name), float(decay) ** depth)
     return dict(sorted(multipliers.items(), key=lambda item: -item[1]))

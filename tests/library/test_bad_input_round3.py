@@ -367,3 +367,22 @@ def test_freeze_fraction_accepts_any_real_number_type(fraction):
 def test_freeze_fraction_refuses_bools_and_non_scalars(fraction):
     with pytest.raises(ValueError, match=r"fraction to be a real number in \[0, 1\].*not a bool"):
         keras_freeze.freeze_fraction(_mlp(), fraction)
+
+
+# --------------------------------------------------------------------------
+# Layer-wise decay
+# --------------------------------------------------------------------------
+
+
+def test_layerwise_decay_that_underflows_is_refused_naming_the_smallest_decay():
+    model = _mlp(depth=4)  # 4 layers with weights: the input block gets decay**3
+    smallest = 1e-30 ** (1 / 3)  # 1e-10
+    with pytest.raises(
+        ValueError, match=r"decay >= 1e-10 for this model.*decay\*\*3.*decay=1e-300"
+    ):
+        keras_freeze.layerwise_decay(model, 1e-300)
+    factors = keras_freeze.layerwise_decay(model, smallest * 1.0001)
+    assert min(factors.values()) >= 1e-30 and all(f > 0 for f in factors.values())
+    # A one-block model has only the factor 1: any decay in (0, 1] is fine.
+    single = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert list(keras_freeze.layerwise_decay(single, 1e-300).values()) == [1.0]
