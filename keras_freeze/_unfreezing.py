@@ -152,7 +152,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
     optimizer state into an optimizer built for that set (Keras alone would
     skip or misplace it, as its variables depend on the trainable set), then
     moves on with the schedule. Stochastic schedules resume identically only
-    with a fixed `seed`.
+    with a fixed `seed`, the same in both runs: a resume with `seed=None`
+    (which would draw a new seed, hence another frozen set) is refused.
 
     `freeze_fraction` resets every other layer of the model (or of `target`)
     to trainable, so flags set by hand before `fit` do not survive the first
@@ -288,6 +289,16 @@ class GradualUnfreezing(keras.callbacks.Callback):
         saved mid-epoch. The set whose fresh optimizer has exactly the saved
         variables' shapes is taken, and the state assigned to it.
         """
+        if self.mode == "stochastic" and self.seed is None:
+            raise ValueError(
+                "GradualUnfreezing: cannot resume a stochastic schedule with seed=None from a "
+                f"backup (restored at epoch {epoch}): this run drew a new seed, so it would "
+                "freeze a different set of layers than the interrupted run and load the "
+                "backed-up optimizer state into the wrong variables. Received: "
+                "mode='stochastic', seed=None. Pass the same integer seed in both runs, e.g. "
+                "GradualUnfreezing(schedule, mode='stochastic', seed=0), or delete the backup "
+                "to start over."
+            )
         optimizer = self.model.optimizer
         candidates = [self.fraction_for_epoch(e) for e in (epoch - 1, epoch) if e >= 0]
         for fraction in dict.fromkeys(candidates):

@@ -386,3 +386,55 @@ def test_layerwise_decay_that_underflows_is_refused_naming_the_smallest_decay():
     # A one-block model has only the factor 1: any decay in (0, 1] is fine.
     single = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert list(keras_freeze.layerwise_decay(single, 1e-300).values()) == [1.0]
+
+
+# --------------------------------------------------------------------------
+# GradualUnfreezing resume
+# --------------------------------------------------------------------------
+
+
+class _StopAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def _resume_run(tmp_path, seed_first, seed_second):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), np.arange(16) % 3
+    schedule = {0: 0.5, 2: 0.25, 4: 0.0}
+
+    def run(seed, stop=None):
+        # Equal-shaped layers: any frozen set of the same size fits the backed-up state.
+        model = keras.Sequential(
+            [keras.Input((4,))]
+            + [keras.layers.Dense(4) for _ in range(3)]
+            + [keras.layers.Dense(3)]
+        )
+        model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
+            keras_freeze.GradualUnfreezing(schedule, mode="stochastic", seed=seed),
+        ]
+        if stop is not None:
+            callbacks.append(_StopAt(stop))
+        model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=callbacks)
+        return model
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run(seed_first, stop=1)
+    return run(seed_second)
+
+
+def test_gradual_unfreezing_stochastic_resume_without_seed_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"cannot resume a stochastic schedule with seed=None"):
+        _resume_run(tmp_path, None, None)
+
+
+def test_gradual_unfreezing_stochastic_resume_with_the_same_seed_still_works(tmp_path):
+    model = _resume_run(tmp_path, 3, 3)
+    assert all(layer.trainable for layer in model.layers)
