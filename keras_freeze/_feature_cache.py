@@ -23,12 +23,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_freeze import _validation as check
 from keras_freeze._loader import shuffle_order
 from keras_freeze._prefix import FrozenPrefixSplit
 from keras_freeze._prefix import _dtype_bytes
 from keras_freeze._prefix import split_frozen_prefix  # noqa: F401  (docstring example)
 
-_FORMAT = 1
+# 2: meta.json, written last, holds every file's size and SHA-256.
+_FORMAT = 2
 _META = "meta.json"
 
 
@@ -100,8 +102,12 @@ class FeatureCache:
             sample_weight: Optional per-sample weights for every cached sample,
                 indexed like `y`.
             batch_size: Samples per batch. Defaults to `32`.
-            shuffle: Whether to shuffle `indices` at the start of each epoch.
-            seed: Seed of the shuffle.
+            shuffle: Whether to shuffle `indices` at the start of each epoch
+                (a bool; `"False"` is refused). Epoch `e` serves
+                `indices[shuffle_order(len(indices), seed, e)]`, the order of
+                the uncached `ImageDataset` with the same seed.
+            seed: Int seed (>= 0) of the shuffle, or `None` to draw one when
+                the dataset is made (kept in its `.seed`).
 
         Returns:
             A `FeatureDataset` yielding `x`, `(x, y)` or `(x, y, sample_weight)`,
@@ -170,11 +176,12 @@ class FeatureDataset(keras.utils.PyDataset):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Expected batch_size to be a positive int. Received: {batch_size!r}")
         self.batch_size = batch_size
-        self.shuffle = bool(shuffle)
+        self.shuffle = check.boolean("shuffle", shuffle)
         self.dtypes = tuple(dtypes) if dtypes is not None else ("float32",) * len(self.arrays)
         # The order of epoch e is `shuffle_order(n, seed, e)`, as `ImageDataset`'s: a cached
         # run then sees the batches of the uncached one with the same seed.
-        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        seed = check.seed(seed)
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
         self.epoch = 0
         self._order = self._epoch_order()
 
@@ -317,10 +324,35 @@ def _progress_target(data):
 # The fingerprint: what the features depend on.
 
 
+def _key_default(value):
+    """JSON stand-in for what `json` cannot encode in a `key`, by full content.
+
+    A NumPy array is hashed whole: `str()` abbreviates one of more than 1,000
+    values with `...`, so two lists of 3,000 paths differing in one would
+    otherwise give the same key.
+    """
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OUS":  # paths, strings, objects: by their JSON text
+            content = json.dumps(value.tolist(), default=_key_default).encode()
+        else:
+            content = np.ascontiguousarray(value).view(np.uint8)
+        digest = hashlib.sha256(content).hexdigest()
+        return {"ndarray": digest, "shape": list(value.shape), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (tuple, list)):  # only reached for their unencodable items
+        return list(value)
+    return repr(value)
+
+
 def _data_identity(data, key, path):
     """What identifies the data in the fingerprint, or None when nothing does."""
     if key is not None:
-        return {"key": json.dumps(key, sort_keys=True, default=str)}
+        return {"key": json.dumps(key, sort_keys=True, default=_key_default)}
     if isinstance(data, np.ndarray):
         digest = hashlib.sha256(np.ascontiguousarray(data).view(np.uint8)).hexdigest()
         return {"array": digest, "shape": list(data.shape), "dtype": str(data.dtype)}
@@ -414,6 +446,12 @@ class _DiskWriter:
         labels = _join_labels(self.labels)
         if labels is not None:
             np.save(self.tmp / "labels.npy", labels)
+        # The checksums go into meta.json, written last: a folder whose meta.json
+        # is missing, or whose files do not match it, is a damaged entry.
+        meta = {
+            **meta,
+            "files": {name: _file_record(self.tmp / name) for name in _data_files(self.tmp)},
+        }
         (self.tmp / _META).write_text(json.dumps(meta, indent=1))
         try:
             os.replace(self.tmp, self.directory)
@@ -433,6 +471,44 @@ def _join_labels(labels):
     return np.concatenate(labels)
 
 
+def _data_files(directory):
+    """The data files of a cache folder: the feature files and, if any, the labels."""
+    return sorted(p.name for p in directory.iterdir() if p.name != _META)
+
+
+def _file_record(path):
+    """`{"bytes": size, "sha256": digest}` of a file, read in 16 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 24), b""):
+            digest.update(chunk)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _damage(directory, meta):
+    """Why the finished cache folder does not match its `meta.json`, or None if it does."""
+    records = meta.get("files")
+    if not isinstance(records, dict):
+        return "meta.json lists no file checksums"
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for i, shape in enumerate(meta["shapes"]):
+        name = f"x{i}.bin"
+        expected = meta["n_samples"] * math.prod(shape) * itemsize
+        if records.get(name, {}).get("bytes") != expected:
+            return f"meta.json gives {name} a size other than {expected:,} bytes"
+    present = _data_files(directory)
+    if sorted(records) != present:
+        return f"the folder holds {present}, meta.json lists {sorted(records)}"
+    for name, record in records.items():
+        size = (directory / name).stat().st_size
+        if size != record.get("bytes"):
+            return f"{name} has {size:,} bytes, meta.json says {record.get('bytes'):,}"
+    for name, record in records.items():
+        if _file_record(directory / name)["sha256"] != record.get("sha256"):
+            return f"{name} does not match its SHA-256 checksum in meta.json"
+    return None
+
+
 def _open(directory):
     """(arrays, labels) of a finished cache directory, the arrays memory-mapped read-only."""
     meta = json.loads((directory / _META).read_text())
@@ -450,16 +526,49 @@ def _open(directory):
     return arrays, labels
 
 
+_META_KEYS = ("format", "fingerprint", "dtype", "n_samples", "shapes", "build_seconds", "files")
+
+
 def _read_meta(directory, fingerprint):
-    """The metadata of a finished cache with this fingerprint in `directory`, or None."""
+    """The metadata of a sound finished cache with this fingerprint in `directory`, or None.
+
+    A folder that is not such a cache (no or truncated `meta.json`, files whose
+    sizes or checksums differ from it, another format or fingerprint) is
+    removed, with a warning naming it unless it is merely stale, so the caller
+    rebuilds it.
+    """
+    if not directory.exists():
+        return None
     try:
         meta = json.loads((directory / _META).read_text())
-    except (OSError, ValueError):
+        if not isinstance(meta, dict) or any(k not in meta for k in _META_KEYS):
+            raise ValueError("meta.json lacks some of " + ", ".join(_META_KEYS))
+    except (OSError, ValueError) as error:  # missing, truncated or not JSON
+        return _discard(directory, f"{type(error).__name__}: {error}")
+    if meta["format"] != _FORMAT or meta["fingerprint"] != fingerprint:
+        shutil.rmtree(directory, ignore_errors=True)  # stale: another format
         return None
-    if meta.get("format") != _FORMAT or meta.get("fingerprint") != fingerprint:
-        shutil.rmtree(directory, ignore_errors=True)
-        return None
-    return meta
+    try:
+        why = _damage(directory, meta)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        why = f"{type(error).__name__}: {error}"
+    return meta if why is None else _discard(directory, why)
+
+
+def _discard(directory, why):
+    warnings.warn(
+        f"The feature cache folder {str(directory)!r} is damaged ({why}); it is deleted and "
+        "the features are computed again. (A cache folder is written whole, then renamed; "
+        "damage means it was changed or truncated afterwards.)",
+        stacklevel=4,
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+    if directory.exists():
+        raise ValueError(
+            f"Expected a feature cache folder that can be rebuilt. Received: the damaged "
+            f"folder {str(directory)!r} ({why}), which could not be deleted. Delete it by hand."
+        )
+    return None
 
 
 # Building the cache.
@@ -490,12 +599,37 @@ def _check_arguments(split, batch_size, dtype):
     return str(dtype)
 
 
+def _check_input_shape(x, expected, first):
+    """Refuses a batch whose sample shape the prefix's input does not take."""
+    shape = tuple(x.shape[1:])
+    if len(shape) == len(expected) and all(
+        e is None or e == d for e, d in zip(expected, shape, strict=True)
+    ):
+        return
+    hint = ""
+    same_but_channels = len(shape) == len(expected) and all(
+        e is None or e == d for e, d in zip(expected[:-1], shape[:-1], strict=True)
+    )
+    if same_but_channels:
+        hint = (
+            f" The channel count differs ({shape[-1]} given, {expected[-1]} expected): "
+            "e.g. repeat a grayscale channel 3 times for an RGB model "
+            "(np.repeat(x, 3, axis=-1)), or decode with the model's colour mode."
+        )
+    raise ValueError(
+        f"Expected samples of shape {expected} (the prefix's input, None = any). Received: "
+        f"a batch of shape {tuple(x.shape)} (samples {first}-{first + len(x) - 1}).{hint}"
+    )
+
+
 def _run_prefix(prefix, data, batch_size, dtype, writer, verbose):
     """Runs `prefix` over `data` in inference mode into `writer`; returns the sample count."""
     target, unit = _progress_target(data)
     progbar = keras.utils.Progbar(target, verbose=verbose, unit_name=unit) if verbose else None
     n, done, overflow = 0, 0, 0
+    expected = tuple(prefix.inputs[0].shape[1:])
     for x, y, units in _rebatch(_input_batches(data, batch_size), batch_size):
+        _check_input_shape(x, expected, n)
         outputs = prefix.predict_on_batch(x)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         with np.errstate(over="ignore"):  # counted below, one warning for the whole cache

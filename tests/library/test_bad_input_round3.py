@@ -438,3 +438,145 @@ def test_gradual_unfreezing_stochastic_resume_without_seed_is_refused(tmp_path):
 def test_gradual_unfreezing_stochastic_resume_with_the_same_seed_still_works(tmp_path):
     model = _resume_run(tmp_path, 3, 3)
     assert all(layer.trainable for layer in model.layers)
+
+
+# --------------------------------------------------------------------------
+# Feature cache
+# --------------------------------------------------------------------------
+
+
+def _cache_model(size=8):
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(2, 3, padding="same", trainable=False, name="stem")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+
+
+def _count_runs(monkeypatch, split):
+    runs = []
+    predict = split.prefix.predict_on_batch
+
+    def counting(x):
+        runs.append(len(x))
+        return predict(x)
+
+    monkeypatch.setattr(split.prefix, "predict_on_batch", counting)
+    return runs
+
+
+def _cache_images(n=6, channels=3):
+    return np.random.default_rng(0).random((n, 8, 8, channels)).astype("float32")
+
+
+def test_feature_cache_key_with_a_long_array_hashes_all_of_it(tmp_path, monkeypatch):
+    split = keras_freeze.split_frozen_prefix(_cache_model())
+    runs = _count_runs(monkeypatch, split)
+    x = _cache_images()
+    paths = np.array([f"/data/img{i:05d}.png" for i in range(3000)], dtype=object)
+    changed = paths.copy()
+    changed[1500] = "/data/other.png"
+    assert str(paths) == str(changed)  # NumPy abbreviates: the old key could not tell them apart
+    first = keras_freeze.cache_features(split, x, path=tmp_path, key={"files": paths}, verbose=0)
+    second = keras_freeze.cache_features(split, x, path=tmp_path, key={"files": changed}, verbose=0)
+    assert first.fingerprint != second.fingerprint and not second.reused
+    assert len(runs) == 2
+    again = keras_freeze.cache_features(split, x, path=tmp_path, key={"files": paths}, verbose=0)
+    assert again.reused and again.fingerprint == first.fingerprint
+    numeric = keras_freeze.cache_features(
+        split, x, path=tmp_path, key={"ids": np.arange(3000)}, verbose=0
+    )
+    bumped = keras_freeze.cache_features(
+        split, x, path=tmp_path, key={"ids": np.arange(3000) + (np.arange(3000) == 1500)}, verbose=0
+    )
+    assert numeric.fingerprint != bumped.fingerprint
+
+
+def _damage_garbage(folder):
+    path = folder / "x0.bin"
+    path.write_bytes(np.random.default_rng(1).bytes(path.stat().st_size))
+
+
+def _damage_truncate_features(folder):
+    path = folder / "x0.bin"
+    path.write_bytes(path.read_bytes()[:10])
+
+
+def _damage_truncate_meta(folder):
+    path = folder / "meta.json"
+    path.write_text(path.read_text()[:20])
+
+
+def _damage_delete_meta(folder):
+    (folder / "meta.json").unlink()
+
+
+def _damage_delete_features(folder):
+    (folder / "x0.bin").unlink()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _damage_garbage,
+        _damage_truncate_features,
+        _damage_truncate_meta,
+        _damage_delete_meta,
+        _damage_delete_features,
+    ],
+    ids=["garbage", "truncated_features", "truncated_meta", "deleted_meta", "deleted_features"],
+)
+def test_feature_cache_damaged_entry_is_rebuilt_with_a_warning(tmp_path, monkeypatch, damage):
+    split = keras_freeze.split_frozen_prefix(_cache_model())
+    x = _cache_images()
+    first = keras_freeze.cache_features(split, x, dtype="float32", path=tmp_path, verbose=0)
+    expected = np.array(first.features)
+    folder = tmp_path / os.path.basename(first.path)
+    del first
+    damage(folder)
+    runs = _count_runs(monkeypatch, split)
+    with pytest.warns(UserWarning, match=r"feature cache folder '.*features-.*' is damaged"):
+        rebuilt = keras_freeze.cache_features(split, x, dtype="float32", path=tmp_path, verbose=0)
+    assert runs and not rebuilt.reused and rebuilt.path == str(folder)
+    np.testing.assert_array_equal(np.array(rebuilt.features), expected)
+    # And the rebuilt entry is sound: reused without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert keras_freeze.cache_features(
+            split, x, dtype="float32", path=tmp_path, verbose=0
+        ).reused
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["files"]["x0.bin"]["bytes"] == (folder / "x0.bin").stat().st_size
+
+
+def test_feature_cache_wrong_channel_count_is_refused_clearly():
+    split = keras_freeze.split_frozen_prefix(_cache_model())
+    with pytest.raises(
+        ValueError, match=r"shape \(8, 8, 3\).*\(6, 8, 8, 1\).*channel count differs.*np\.repeat"
+    ):
+        keras_freeze.cache_features(split, _cache_images(channels=1), verbose=0)
+
+
+@pytest.mark.parametrize("shuffle", ["False", 0, 1, None])
+def test_feature_dataset_shuffle_must_be_a_bool(shuffle):
+    split = keras_freeze.split_frozen_prefix(_cache_model())
+    cache = keras_freeze.cache_features(split, _cache_images(), verbose=0)
+    with pytest.raises(ValueError, match=rf"`shuffle` to be a bool. Received: shuffle={shuffle!r}"):
+        cache.dataset(y=np.arange(6), shuffle=shuffle)
+
+
+@pytest.mark.parametrize("seed", [0, 7, None])
+def test_feature_dataset_order_is_shuffle_order_of_seed_and_epoch(seed):
+    from keras_freeze._loader import shuffle_order
+
+    arrays = (np.arange(20, dtype=np.float32).reshape(20, 1),)
+    indices = np.array([3, 5, 7, 9, 11, 13, 2, 4, 6])
+    ds = keras_freeze.FeatureDataset(
+        arrays, np.arange(20), indices=indices, batch_size=4, shuffle=True, seed=seed
+    )
+    assert isinstance(ds.seed, int)
+    for epoch in range(3):
+        served = np.concatenate([ds[i][1] for i in range(len(ds))])
+        np.testing.assert_array_equal(served, indices[shuffle_order(len(indices), ds.seed, epoch)])
+        ds.on_epoch_end()
+    unshuffled = keras_freeze.FeatureDataset(arrays, np.arange(20), indices=indices, batch_size=4)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in unshuffled]), indices)
