@@ -6,7 +6,9 @@ Oracles are independent of the split: the uncached model itself (`model(x)`,
 and NumPy casts for the float16 storage.
 """
 
+import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -569,3 +571,118 @@ def test_float16_overflow_warns_and_progress_bar_prints(capsys):
     assert np.isinf(cache.features[0]).all() and np.isfinite(cache.features[1:]).all()
     out = capsys.readouterr().out
     assert "3/3" in out and "Feature cache: 3 samples x 2 values (float16) = 12 bytes" in out
+
+
+# --------------------------------------------------------------------------
+# Bad input, round 3 (issue 26)
+# --------------------------------------------------------------------------
+
+
+def test_feature_cache_key_with_a_long_array_hashes_all_of_it(tmp_path, monkeypatch):
+    split = split_frozen_prefix(_conv_model())
+    runs = _count_prefix_runs(monkeypatch, split)
+    x = _images()
+    paths = np.array([f"/data/img{i:05d}.png" for i in range(3000)], dtype=object)
+    changed = paths.copy()
+    changed[1500] = "/data/other.png"
+    assert str(paths) == str(changed)  # NumPy abbreviates: the old key could not tell them apart
+    first = cache_features(split, x, path=tmp_path, key={"files": paths}, verbose=0)
+    second = cache_features(split, x, path=tmp_path, key={"files": changed}, verbose=0)
+    assert first.fingerprint != second.fingerprint and not second.reused
+    assert len(runs) == 2
+    again = cache_features(split, x, path=tmp_path, key={"files": paths}, verbose=0)
+    assert again.reused and again.fingerprint == first.fingerprint
+    numeric = cache_features(split, x, path=tmp_path, key={"ids": np.arange(3000)}, verbose=0)
+    bumped = cache_features(
+        split, x, path=tmp_path, key={"ids": np.arange(3000) + (np.arange(3000) == 1500)}, verbose=0
+    )
+    assert numeric.fingerprint != bumped.fingerprint
+
+
+def _damage_garbage(folder):
+    path = folder / "x0.bin"
+    path.write_bytes(np.random.default_rng(1).bytes(path.stat().st_size))
+
+
+def _damage_truncate_features(folder):
+    path = folder / "x0.bin"
+    path.write_bytes(path.read_bytes()[:10])
+
+
+def _damage_truncate_meta(folder):
+    path = folder / "meta.json"
+    path.write_text(path.read_text()[:20])
+
+
+def _damage_delete_meta(folder):
+    (folder / "meta.json").unlink()
+
+
+def _damage_delete_features(folder):
+    (folder / "x0.bin").unlink()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _damage_garbage,
+        _damage_truncate_features,
+        _damage_truncate_meta,
+        _damage_delete_meta,
+        _damage_delete_features,
+    ],
+    ids=["garbage", "truncated_features", "truncated_meta", "deleted_meta", "deleted_features"],
+)
+def test_feature_cache_damaged_entry_is_rebuilt_with_a_warning(tmp_path, monkeypatch, damage):
+    split = split_frozen_prefix(_conv_model())
+    x = _images()
+    first = cache_features(split, x, dtype="float32", path=tmp_path, verbose=0)
+    expected = np.array(first.features)
+    folder = tmp_path / os.path.basename(first.path)
+    del first
+    damage(folder)
+    runs = _count_prefix_runs(monkeypatch, split)
+    with pytest.warns(UserWarning, match=r"feature cache folder '.*features-.*' is damaged"):
+        rebuilt = cache_features(split, x, dtype="float32", path=tmp_path, verbose=0)
+    assert runs and not rebuilt.reused and rebuilt.path == str(folder)
+    np.testing.assert_array_equal(np.array(rebuilt.features), expected)
+    # And the rebuilt entry is sound: reused without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert cache_features(split, x, dtype="float32", path=tmp_path, verbose=0).reused
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["files"]["x0.bin"]["bytes"] == (folder / "x0.bin").stat().st_size
+
+
+def test_feature_cache_wrong_channel_count_is_refused_clearly():
+    split = split_frozen_prefix(_conv_model())
+    with pytest.raises(
+        ValueError, match=r"shape \(8, 8, 3\).*\(6, 8, 8, 1\).*channel count differs.*np\.repeat"
+    ):
+        cache_features(split, _images(channels=1), verbose=0)
+
+
+@pytest.mark.parametrize("shuffle", ["False", 0, 1, None])
+def test_feature_dataset_shuffle_must_be_a_bool(shuffle):
+    split = split_frozen_prefix(_conv_model())
+    cache = cache_features(split, _images(), verbose=0)
+    with pytest.raises(ValueError, match=rf"`shuffle` to be a bool. Received: shuffle={shuffle!r}"):
+        cache.dataset(y=np.arange(6), shuffle=shuffle)
+
+
+@pytest.mark.parametrize("seed", [0, 7, None])
+def test_feature_dataset_order_is_shuffle_order_of_seed_and_epoch(seed):
+    from keras_freeze._loader import shuffle_order
+
+    arrays = (np.arange(20, dtype=np.float32).reshape(20, 1),)
+    indices = np.array([3, 5, 7, 9, 11, 13, 2, 4, 6])
+    ds = FeatureDataset(
+        arrays, np.arange(20), indices=indices, batch_size=4, shuffle=True, seed=seed
+    )
+    assert isinstance(ds.seed, int)
+    for epoch in range(3):
+        served = np.concatenate([ds[i][1] for i in range(len(ds))])
+        np.testing.assert_array_equal(served, indices[shuffle_order(len(indices), ds.seed, epoch)])
+        ds.on_epoch_end()
+    unshuffled = FeatureDataset(arrays, np.arange(20), indices=indices, batch_size=4)
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in unshuffled]), indices)
