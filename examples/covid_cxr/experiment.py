@@ -337,6 +337,23 @@ def _loss_for(experiment, attention, train_labels, n_classes):
     return keras.losses.CategoricalCrossentropy(), "CategoricalCrossentropy"
 
 
+def compile_model(settings: Settings, unit: Unit, fold: int, loss, n_classes: int):
+    """A fresh session seeded for the fold, the model built under ``--precision`` (reset by
+    `run_one` when the unit ends) and compiled with Adam.
+
+    Returns:
+        ``(model, freeze_info, learning_rate)``.
+    """
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(settings.seed * 1000 + fold)
+    keras.config.set_dtype_policy(settings.precision)
+    model, freeze_info = build_model(settings, unit, n_classes)
+    lr = protocol.learning_rate(unit.experiment, settings.lr, settings.finetune_lr)
+    # Validation metrics come from ClassificationMetrics (see `train`): no compiled metrics.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+    return model, freeze_info, lr
+
+
 def prepare_fit(ctx: RunContext, unit: Unit, fold: int, splits, prefix: str) -> Training:
     """Estimates alpha if needed, builds and compiles the model, and chooses its data.
 
@@ -344,19 +361,13 @@ def prepare_fit(ctx: RunContext, unit: Unit, fold: int, splits, prefix: str) -> 
     the model's layers, compiled like the model, and the data are the cached features;
     otherwise it is the model on `keras_freeze.ImageDataset` batches.
     """
-    settings = ctx.settings
+    settings, n_classes = ctx.settings, len(ctx.class_names)
     attention = None
     if unit.experiment == "freeze+attention":
         attention = class_attention_for_fold(ctx, fold, splits[0])
-    keras.utils.clear_session()
-    keras.utils.set_random_seed(settings.seed * 1000 + fold)
-    keras.config.set_dtype_policy(settings.precision)  # reset by run_one when the unit ends
-    model, freeze_info = build_model(settings, unit, len(ctx.class_names))
-    lr = protocol.learning_rate(unit.experiment, settings.lr, settings.finetune_lr)
     train_labels = ctx.dataset.labels[splits[0]]
-    loss, loss_desc = _loss_for(unit.experiment, attention, train_labels, len(ctx.class_names))
-    # Validation metrics come from ClassificationMetrics (see `train`): no compiled metrics.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss)
+    loss, loss_desc = _loss_for(unit.experiment, attention, train_labels, n_classes)
+    model, freeze_info, lr = compile_model(settings, unit, fold, loss, n_classes)
     log(
         f"{prefix} {unit.title}: {unit.image_size} px, weights {unit.weights_text()}, "
         f"{freeze_info['frozen']}/{freeze_info['of']} layers frozen, "
@@ -418,30 +429,37 @@ def train(ctx: RunContext, unit: Unit, fold: int, splits, prefix: str) -> Traini
 
 
 def evaluate(ctx: RunContext, training: Training, test_idx) -> dict:
-    """Test-set predictions (as stored: 6 decimals) and the metrics computed from them.
-
-    The metrics are `keras_freeze.classification_metrics` of exactly the stored probabilities,
-    so anyone can recompute them from the record alone.
-    """
+    """Test-set predictions (as stored: 6 decimals) and the metrics computed from exactly
+    them, so that anyone can recompute the metrics from the record alone."""
     if training.features is None:
         y_prob, kept = keras_freeze.predict_images(training.model, training.data["test"])
     else:  # the suffix on the cached test features: the model in inference mode
         y_prob = training.features.predict(test_idx, ctx.settings.batch_size)
         kept = np.arange(len(test_idx))
     y_true = ctx.dataset.labels[test_idx][kept]
-    stored = [[round(float(p), PROBABILITY_DECIMALS) for p in row] for row in y_prob]
-    metrics = keras_freeze.classification_metrics(
-        np.asarray(y_true, dtype=int),
-        np.asarray(stored, dtype=np.float64),
-        class_names=list(ctx.class_names),
-        zero_division=0.0,
-    )
+    stored = stored_probabilities(y_prob)
     predictions = {  # per test image: file (relative to the data root), true class, probabilities
         "files": [ctx.dataset.relative(i) for i in test_idx[kept]],
         "y_true": [int(v) for v in y_true],
         "y_prob": stored,
     }
-    return {"metrics": metrics.to_dict(), "predictions": predictions}
+    return {"metrics": metrics_of(y_true, stored, ctx.class_names), "predictions": predictions}
+
+
+def stored_probabilities(y_prob) -> list:
+    """The test probabilities as the record stores them (Python floats, 6 decimals)."""
+    return [[round(float(p), PROBABILITY_DECIMALS) for p in row] for row in y_prob]
+
+
+def metrics_of(y_true, stored_prob, class_names) -> dict:
+    """The record's ``metrics``: ``keras_freeze.classification_metrics`` of the stored values."""
+    result = keras_freeze.classification_metrics(
+        np.asarray(y_true, dtype=int),
+        np.asarray(stored_prob, dtype=np.float64),
+        class_names=list(class_names),
+        zero_division=0.0,
+    )
+    return result.to_dict()
 
 
 def _record(ctx: RunContext, fold: int, splits, training: Training, evaluation, times):

@@ -478,13 +478,15 @@ def report_main(argv):
     return 0
 
 
-def _settings(parser, argv) -> Settings:
-    """The run's `Settings` from the command line (a bad value: one line, exit 2)."""
-    namespace = parser.parse_args(argv)
-    try:
-        return Settings.create(**vars(namespace))
-    except ValueError as e:
-        parser.error(str(e))
+def parse_settings(argv, parser=None) -> Settings:
+    """The run's `Settings` from the command line ``argv`` (without the program name).
+
+    Raises:
+        ValueError: a value out of range or a path that cannot be used (``main`` prints it as
+            one line and exits with code 2, as for a malformed option).
+    """
+    namespace = (parser or build_parser()).parse_args(argv)
+    return Settings.create(**vars(namespace))
 
 
 def main(argv=None):
@@ -492,7 +494,10 @@ def main(argv=None):
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
     parser = build_parser()
-    settings = _settings(parser, argv)
+    try:
+        settings = parse_settings(argv, parser)
+    except ValueError as e:
+        parser.error(str(e))
     try:
         sys.stdout.reconfigure(line_buffering=True)
     except (AttributeError, ValueError):

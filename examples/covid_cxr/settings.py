@@ -43,10 +43,13 @@ _MINIMUMS = {
     "jobs": 1,
     "threads": 1,
 }
-# Largest value of each integer option: seeds go to NumPy, scikit-learn and Keras (seed + fold
-# must stay below 2**32); mc_samples as in keras_freeze.estimate_class_attention; an input side
-# past 2048 px (the Kaggle images are 299 px) only exhausts memory.
-_MAXIMUMS = {"seed": 2**31 - 1, "mc_samples": 10**7, "image_size": 2048}
+# Largest value of each integer option, and why: seeds go to NumPy, scikit-learn and Keras
+# (seed + fold must stay below 2**32); mc_samples as in keras_freeze.estimate_class_attention.
+_MAXIMUMS = {
+    "seed": (2**31 - 1, ""),
+    "mc_samples": (10**7, " (the estimate's error shrinks as 1/sqrt(N); 1000 is plenty)"),
+    "image_size": (2048, " (the Kaggle images are 299 px; larger sides only exhaust memory)"),
+}
 _WEIGHT_KEYWORDS = ("imagenet", "torchvision")
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".h5")
 _MODE_DEFAULTS = (
@@ -292,12 +295,12 @@ def _check_numbers(given):
             raise ValueError(
                 f"Expected --{key.replace('_', '-')} >= {low}. Received: {key}={value}"
             )
-    for key, high in _MAXIMUMS.items():
+    for key, (high, why) in _MAXIMUMS.items():
         value = given.get(key)
         if value is not None and value > high:
-            raise ValueError(
-                f"Expected --{key.replace('_', '-')} <= {high}. Received: {key}={value}"
-            )
+            flag = f"--{key.replace('_', '-')}"
+            expected = f"{flag} in [0, {high}]" if key == "seed" else f"{flag} <= {high}"
+            raise ValueError(f"Expected {expected}{why}. Received: {key}={value}")
     if given["folds"] is not None and given["folds"][0] < 1:
         raise ValueError(f"Expected 1-based fold numbers (>= 1). Received: folds={given['folds']}")
     for key in ("lr", "finetune_lr"):

@@ -502,7 +502,7 @@ def generate_synthetic_cxr(
 
     Returns:
         Path of the dataset root (the ``COVID-19_Radiography_Dataset`` directory, which contains
-        the class folders). `data.find_dataset_root` accepts it or its parent.
+        the class folders). `kaggle.find_dataset_root` accepts it or its parent.
 
     Raises:
         ValueError: If the parameters are invalid.
@@ -510,10 +510,10 @@ def generate_synthetic_cxr(
             (user data is never overwritten).
 
     Example:
-        >>> import tempfile, data
+        >>> import tempfile, kaggle
         >>> ds = generate_synthetic_cxr(tempfile.mkdtemp(), n_total=8, image_size=64,
         ...                             progress=False)
-        >>> len(data.list_images(ds).paths)
+        >>> len(kaggle.list_images(ds).paths)
         8
     """
     counts = class_counts(n_total, counts)

@@ -3,7 +3,7 @@
 The oracle is the uncached run (``--feature-cache off``) of the same command: with a float32
 cache the suffix sees the same features, in the same batches and order, so the first epoch's
 training loss must agree within 1e-4 (relative) and the test predictions to float32 rounding.
-tests/conftest.py puts examples/covid_cxr on sys.path.
+pyproject.toml's pytest `pythonpath` puts examples/covid_cxr on the path.
 """
 
 import json
@@ -14,6 +14,7 @@ import protocol
 import pytest
 import records
 import reproduce
+from settings import Settings
 
 # A tiny embedded-default run: 48 generated images at 64 px, fold 1 of 5, 2 epochs. At 32 px
 # MobileNetV2's last blocks are 1x1, and with the last training batch of 2 images their
@@ -49,8 +50,9 @@ def run(tmp_path, name, *argv):
 
 @pytest.mark.parametrize("mode", protocol.FEATURE_CACHE_MODES)
 def test_auto_and_on_choose_the_ordered_freeze_experiments(mode):
+    settings = Settings.create(feature_cache=mode, experiments=["freeze"])
     for exp in protocol.EXPERIMENTS:
-        use, reason = cached_features.wanted(mode, exp)
+        use, reason = settings.feature_cache_for(exp)
         assert use == (mode != "off" and exp in ("freeze", "freeze+attention")), (mode, exp)
         assert reason.startswith(mode)
     info = cached_features.unused("x")
@@ -125,15 +127,14 @@ def test_float32_cache_reproduces_the_uncached_run(tmp_path):
 
 
 def test_only_a_float16_cache_keeps_its_records_apart():
-    parse = reproduce.build_parser().parse_args
-    default = reproduce.resolve_settings(parse([]))
+    default = reproduce.parse_settings([])
     assert default.feature_cache == "auto" and default.feature_cache_dtype == "float32"
-    half = reproduce.resolve_settings(parse(["--feature-cache-dtype", "float16"]))
-    off = reproduce.resolve_settings(parse(["--feature-cache", "off"]))
+    half = reproduce.parse_settings(["--feature-cache-dtype", "float16"])
+    off = reproduce.parse_settings(["--feature-cache", "off"])
     for exp in protocol.EXPERIMENTS:
-        _, own_default = records.settings_of(default, "data", exp)
-        _, own_off = records.settings_of(off, "data", exp)
-        _, own_half = records.settings_of(half, "data", exp)
+        own_default = default.record_key(exp, "data")["own"]
+        own_off = off.record_key(exp, "data")["own"]
+        own_half = half.record_key(exp, "data")["own"]
         assert own_default == own_off  # float32 cache: the uncached run's records
         cached = exp in ("freeze", "freeze+attention")
         assert (own_half != own_off) == cached and own_half.get("feature_cache_dtype") == (

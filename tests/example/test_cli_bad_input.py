@@ -5,7 +5,7 @@ checks what a user sees: exit code 2, one ``reproduce.py: error: ...`` line on s
 the problem (TensorFlow's own C++ start-up lines aside), no traceback, and no training (no
 record and no ``--out`` folder written). Handled cases (a link leading outside the data
 folder, fold-list label mismatches, 12- and 16-bit PNGs) are checked in-process.
-tests/conftest.py puts examples/covid_cxr on sys.path.
+pyproject.toml's pytest `pythonpath` puts examples/covid_cxr on the path.
 """
 
 import os
@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import data
-import dataset
+import kaggle
 import keras
 import numpy as np
+import protocol
 import pytest
 import reproduce
-import settings
 import synthetic
 from PIL import Image
 
@@ -88,10 +88,10 @@ def write_folds(folds_dir, fold_rows):
 def kaggle_fold_rows(root):
     """Two folds over a Kaggle tree (author codes), alternating the images."""
     code = {"COVID": 0, "Normal": 1, "Viral Pneumonia": 2, "Lung_Opacity": 3}
-    index = data.list_images(root)
+    index = kaggle.list_images(root)
     rows = [[], []]
     for i, (name, label) in enumerate(zip(index.names, index.labels, strict=True)):
-        rows[i % 2].append((name, code[data.CLASS_NAMES[label]]))
+        rows[i % 2].append((name, code[protocol.CLASS_NAMES[label]]))
     return rows
 
 
@@ -247,7 +247,7 @@ def test_link_leading_outside_the_data_folder_is_skipped(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(outside)
     (ds / "cat" / "zz_link.png").symlink_to(outside)
     (ds / "cat" / "zz_inside.png").symlink_to(ds / "dog" / "dog_0.png")  # inside: kept
-    index = data.list_images(ds, class_names=("cat", "dog", "fox"))
+    index = kaggle.list_images(ds, class_names=("cat", "dog", "fox"))
     assert str(ds / "cat" / "zz_link.png") not in index.paths
     assert str(ds / "cat" / "zz_inside.png") in index.paths
     assert (str(ds / "cat" / "zz_link.png"), "link leading outside the data directory") in (
@@ -257,8 +257,7 @@ def test_link_leading_outside_the_data_folder_is_skipped(tmp_path):
 
 
 def _namespace(argv):
-    args = reproduce.build_parser().parse_args([*TINY, *argv])
-    return settings.resolve_settings(args)
+    return reproduce.parse_settings([*TINY, *argv])
 
 
 def test_fold_list_label_mismatches_are_logged(tmp_path, capsys):
@@ -270,37 +269,7 @@ def test_fold_list_label_mismatches_are_logged(tmp_path, capsys):
     args = _namespace(
         ["--data-dir", str(ds), "--folds-dir", str(folds), "--out", str(tmp_path / "o")]
     )
-    result = dataset.prepare_data(args)
+    result = data.prepare_data(args)
     out = capsys.readouterr().out
     assert result.info["n_label_mismatches"] == 1
     assert "1 label code(s) disagree" in out and repr(name) in out
-
-
-@pytest.mark.parametrize("bits", [16, 12])
-def test_deep_pngs_are_scaled_by_their_bit_depth_not_clipped(tmp_path, bits):
-    top = 2**bits - 1
-    ramp16 = np.round(np.linspace(0, top, 256)).astype(np.uint16)
-    image = np.tile(ramp16, (8, 1))
-    Image.fromarray(image).save(tmp_path / "deep.png")
-    ramp8 = np.round(np.linspace(0, 255, 256)).astype(np.uint8)
-    Image.fromarray(np.tile(ramp8, (8, 1))).save(tmp_path / "eight.png")
-    deep = data.decode_image(tmp_path / "deep.png", (8, 256))
-    eight = data.decode_image(tmp_path / "eight.png", (8, 256))
-    assert (deep == 255).mean() < 0.01  # the old decoder: 99.6% (16-bit) / 93.8% (12-bit) white
-    assert np.abs(deep.astype(int) - eight.astype(int)).max() <= 1
-    # The same pixels reach the model through ImageSequence.
-    seq = data.ImageSequence(
-        [str(tmp_path / "deep.png")], [0], num_classes=2, image_size=(8, 256), batch_size=1
-    )
-    x, _ = seq[0]
-    np.testing.assert_array_equal(x[0, ..., 0], deep.astype(np.float32) * np.float32(1 / 255))
-
-
-def test_float_image_with_nan_is_dropped_and_named(tmp_path):
-    pixels = np.full((8, 8), 0.5, np.float32)
-    pixels[2, 3] = np.nan
-    Image.fromarray(pixels).save(tmp_path / "nan.tif")
-    good, bad = data.scan([str(tmp_path / "nan.tif")], full=True)
-    assert len(good) == 0 and "nan.tif" in bad[0][0]
-    with pytest.raises(ValueError, match="nan.tif"):
-        data.decode_image(tmp_path / "nan.tif", 8)

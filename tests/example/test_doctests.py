@@ -1,7 +1,7 @@
 """The docstring examples of the COVID CXR example's modules run (examples/covid_cxr/*.py).
 
-The modules are imported plainly, as `reproduce.py` imports its siblings; tests/conftest.py
-puts examples/covid_cxr on sys.path.
+The modules are imported plainly, as `reproduce.py` imports its siblings (pyproject.toml's
+pytest `pythonpath` puts examples/covid_cxr on the path).
 """
 
 import doctest
@@ -10,12 +10,14 @@ import importlib
 import pytest
 
 MODULES = [
-    "backbone",
-    "cached_features",
-    "data",
+    "console",
+    "environment",
+    "folds",
+    "kaggle",
     "protocol",
     "records",
     "report",
+    "runner",
     "settings",
     "synthetic",
 ]

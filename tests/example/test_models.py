@@ -3,8 +3,8 @@
 Each model builds at its published input size with the documented parameter count (checked
 against independent figures: torchvision's ResNet-18 count, Keras' own InceptionV3, the
 COVIDLite kernel's printed summary, a closed-form count of our Covid-Net), builds at the
-smallest side it accepts and trains one step on every backend. tests/conftest.py puts
-examples/covid_cxr on sys.path.
+smallest side it accepts and trains one step on every backend. pyproject.toml's pytest
+`pythonpath` puts examples/covid_cxr on the path.
 """
 
 import doctest

@@ -4,7 +4,8 @@ Each end-to-end test runs ``python examples/covid_cxr/reproduce.py ...`` in a su
 current Keras backend, on a tiny generated data set (80 images, 32 px, 2 folds, 1 epoch, random
 init), and checks the outputs. The example computes no metric itself: a record's ``metrics`` must
 equal ``keras_freeze.classification_metrics`` of the predictions the record stores (and
-scikit-learn on the same values). tests/conftest.py puts examples/covid_cxr on sys.path.
+scikit-learn on the same values). pyproject.toml's pytest `pythonpath` puts examples/covid_cxr
+on the path.
 """
 
 import dataclasses
@@ -16,8 +17,8 @@ import sys
 import warnings
 from pathlib import Path
 
-import data
 import experiment
+import kaggle
 import keras
 import numpy as np
 import protocol
@@ -25,7 +26,6 @@ import pytest
 import records
 import report
 import reproduce
-import settings
 import synthetic
 from hypothesis import given
 from hypothesis import strategies as st
@@ -139,13 +139,12 @@ def test_unusable_data_folders_are_refused_before_training(tmp_path, capsys):
     assert not (tmp_path / "out" / "records").exists()
 
 
-def test_defaults_embedded_vs_protocol():
-    parser = reproduce.build_parser()
-    emb = reproduce.resolve_settings(parser.parse_args([]))
-    assert emb.embedded and emb.weights == "torchvision" and emb.folds == [1]
+def test_defaults_embedded_vs_protocol(tmp_path):
+    emb = reproduce.parse_settings([])
+    assert emb.embedded and emb.weights == "torchvision" and emb.folds == (1,)
     assert emb.batch_size == 8 and emb.lr == 1e-4 and emb.finetune_lr == 1e-5
     assert emb.bn_momentum == 0.9
-    real = reproduce.resolve_settings(parser.parse_args(["--data-dir", "x"]))
+    real = reproduce.parse_settings(["--data-dir", str(tmp_path)])
     assert not real.embedded
     assert (real.image_size, real.batch_size, real.n_folds, real.weights, real.folds) == (
         None,  # every model at its published input side
@@ -154,7 +153,7 @@ def test_defaults_embedded_vs_protocol():
         "imagenet",
         None,
     )
-    sizes = {e: settings.image_size_for(real, e) for e in real.experiments}
+    sizes = {e: real.image_size_for(e) for e in real.experiments}
     assert sizes == {
         "covid-net": 480,  # Wang et al. 2020, Sci. Rep.
         "covid-lite": 224,
@@ -162,15 +161,15 @@ def test_defaults_embedded_vs_protocol():
         "resnet18-cwbce": 224,
         **{e: 224 for e in protocol.MOBILENET_EXPERIMENTS},  # the paper
     }
-    assert emb.image_size == 80 and emb.experiments == list(protocol.EXPERIMENTS)
-    assert len(emb.experiments) == 8 and emb.experiments[:4] == [
+    assert emb.image_size == 80 and emb.experiments == tuple(protocol.EXPERIMENTS)
+    assert len(emb.experiments) == 8 and emb.experiments[:4] == (
         "covid-net",
         "covid-lite",
         "inception-v3",
         "resnet18-cwbce",
-    ]
+    )
     assert real.patience == 5 and real.preprocessing == "rescale" and real.bn_momentum is None
-    assert reproduce.resolve_settings(parser.parse_args(["--weights", "none"])).weights is None
+    assert reproduce.parse_settings(["--weights", "none"]).weights is None
 
 
 # --------------------------------------------------------------------------------------
@@ -235,7 +234,7 @@ def assert_same(a, b, path="metrics"):
         assert a == b and type(a) is type(b), f"{path}: {a!r} != {b!r}"
 
 
-def check_metrics_of_record(rec, class_names=data.CLASS_NAMES):
+def check_metrics_of_record(rec, class_names=protocol.CLASS_NAMES):
     """The record's metrics equal the library's and scikit-learn's on its stored predictions."""
     pred = rec["predictions"]
     y, p = np.asarray(pred["y_true"]), np.asarray(pred["y_prob"], dtype=np.float64)
@@ -280,7 +279,7 @@ def test_metrics_are_computed_from_exactly_the_stored_predictions(pred):
     """The flaky-test root cause: metrics and stored values must be the same numbers."""
     y, p = pred
     stored = experiment.stored_probabilities(p)
-    m = experiment.metrics_of(y, stored, data.CLASS_NAMES)
+    m = experiment.metrics_of(y, stored, protocol.CLASS_NAMES)
     # What a reader of the record file gets back, after JSON.
     reread = json.loads(json.dumps({"p": stored}))["p"]
     assert reread == stored
@@ -301,7 +300,10 @@ def test_record_keys_are_the_interface(tmp_path):
     assert path == tmp_path / "records" / "freeze_fold2.json"
     assert list(json.loads(path.read_text())) == RECORD_KEYS
     assert store.load(path) == rec
-    assert rec.made_with({}, {}) is False and records.Record.from_dict({"status": "x"}) is None
+    assert (
+        rec.made_with({"shared": {}, "own": {}}) is False
+        and records.Record.from_dict({"status": "x"}) is None
+    )
     obj = json.loads(path.read_text())
     for broken in ({**obj, "status": "running"}, {**obj, "schema": 99}, {"schema": 1}):
         path.write_text(json.dumps(broken))
@@ -336,7 +338,7 @@ def _write_fold_csvs(folds_dir, index):
     code = {"COVID": 0, "Normal": 1, "Viral Pneumonia": 2, "Lung_Opacity": 3}
     folds = {1: [], 2: []}
     for i, (name, label) in enumerate(zip(index.names, index.labels, strict=True)):
-        cls = data.CLASS_NAMES[label]
+        cls = protocol.CLASS_NAMES[label]
         if cls == "Normal" and i % 3 == 0:
             name = name.upper()  # "NORMAL-7": names are matched case-insensitively
         folds[1 + i % 2].append((name, code[cls]))
@@ -356,7 +358,7 @@ def test_end_to_end_folds_dir_corrupt_files_and_outputs(tmp_path):
     (ds / "COVID" / "images" / "COVID-901.png").write_bytes(os.urandom(300))
     good = next((ds / "Normal" / "images").iterdir()).read_bytes()
     (ds / "Normal" / "images" / "Normal-902.png").write_bytes(good[: len(good) // 3])
-    index = data.list_images(ds)
+    index = kaggle.list_images(ds)
     folds = _write_fold_csvs(tmp_path / "folds", index)
     out = tmp_path / "out"
     log = run_cli(

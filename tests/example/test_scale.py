@@ -1,24 +1,27 @@
 """Scaling the example's protocol: --shard, --jobs, --threads, --precision and `report`.
 
-The unit processes of `scheduler.run_parallel` are tested with small stand-in targets (no
+The unit processes of `runner.run_parallel` are tested with small stand-in targets (no
 Keras: they write to their log, sleep or fail), the whole command in the slow tests.
-tests/conftest.py puts examples/covid_cxr on sys.path.
+pyproject.toml's pytest `pythonpath` puts examples/covid_cxr on the path.
 """
 
 import _thread
 import argparse
+import dataclasses
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
+import environment
 import numpy as np
 import protocol
 import pytest
 import records
 import reproduce
-import scheduler
+import runner
+import settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -32,9 +35,9 @@ from hypothesis import strategies as st
     n=st.integers(1, 12),
 )
 def test_shards_partition_the_plan(experiments, folds, n):
-    units = scheduler.plan(experiments, folds)
+    units = runner.plan(experiments, folds)
     assert units == [(e, k) for k in folds for e in experiments]
-    shards = [scheduler.plan(experiments, folds, shard=(k, n)) for k in range(1, n + 1)]
+    shards = [runner.plan(experiments, folds, shard=(k, n)) for k in range(1, n + 1)]
     assert sorted(u for s in shards for u in s) == sorted(units)  # every unit exactly once
     assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
     assert shards[0] == units[::n]  # deterministic: unit i goes to shard i % n + 1
@@ -64,12 +67,11 @@ def test_bad_scale_options_are_refused_up_front(argv, message, capsys):
 
 
 def test_threads_default_to_the_cpus_shared_out():
-    parse = reproduce.build_parser().parse_args
-    assert reproduce.resolve_settings(parse([])).threads is None  # --jobs 1: every CPU
-    two = reproduce.resolve_settings(parse(["--jobs", "2"]))
+    assert reproduce.parse_settings([]).threads is None  # --jobs 1: every CPU
+    two = reproduce.parse_settings(["--jobs", "2"])
     assert two.threads == max(1, (os.cpu_count() or 1) // 2)
-    assert scheduler.default_threads(3, cpus=16) == 5 and scheduler.default_threads(4, cpus=2) == 1
-    env = scheduler.process_settings(3)
+    assert settings.default_threads(3, cpus=16) == 5 and settings.default_threads(4, cpus=2) == 1
+    env = environment.process_settings(3)
     assert env["OMP_NUM_THREADS"] == env["TF_NUM_INTRAOP_THREADS"] == "3"
     assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
 
@@ -83,28 +85,28 @@ def test_threads_default_to_the_cpus_shared_out():
     ],
 )
 def test_deterministic_fixes_the_thread_count(argv, threads):
-    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
+    args = reproduce.parse_settings(argv)
     assert args.deterministic is True and args.threads == threads
 
 
 def test_deterministic_environment_for_each_backend(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    env = scheduler.process_settings(2, deterministic=True)
+    env = environment.process_settings(2, deterministic=True)
     assert env["TF_DETERMINISTIC_OPS"] == "1"
     assert env["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert env["XLA_FLAGS"] == "--xla_dump_to=/tmp/x --xla_gpu_deterministic_ops=true"
     monkeypatch.setenv("XLA_FLAGS", env["XLA_FLAGS"])  # set twice: not repeated
-    assert scheduler.process_settings(2, True)["XLA_FLAGS"] == env["XLA_FLAGS"]
+    assert environment.process_settings(2, True)["XLA_FLAGS"] == env["XLA_FLAGS"]
     assert not {"TF_DETERMINISTIC_OPS", "CUBLAS_WORKSPACE_CONFIG"} & set(
-        scheduler.process_settings(2)
+        environment.process_settings(2)
     )
 
 
 CONFIGURED = """
 import os, sys
 sys.path.insert(0, {examples!r})
-import scheduler
-scheduler.configure_process(None, deterministic=True)
+import environment
+environment.configure_process(None, deterministic=True)
 import keras
 backend = keras.backend.backend()
 if backend == "tensorflow":
@@ -130,7 +132,7 @@ def test_configure_process_turns_determinism_on_in_the_backend(tmp_path):
 
     import keras
 
-    examples = str(Path(scheduler.__file__).parent)
+    examples = str(Path(environment.__file__).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "OMP_NUM_THREADS")}
     env["KERAS_BACKEND"] = keras.backend.backend()
     proc = subprocess.run(
@@ -146,11 +148,10 @@ def test_configure_process_turns_determinism_on_in_the_backend(tmp_path):
 
 
 def test_deterministic_is_a_setting_of_the_records():
-    parse = reproduce.build_parser().parse_args
-    plain = reproduce.resolve_settings(parse(["--alpha", "paper"]))
-    det = reproduce.resolve_settings(parse(["--alpha", "paper", "--deterministic"]))
-    shared_plain, own_plain = records.settings_of(plain, "data", "freeze")
-    shared_det, own_det = records.settings_of(det, "data", "freeze")
+    plain = reproduce.parse_settings(["--alpha", "paper"])
+    det = reproduce.parse_settings(["--alpha", "paper", "--deterministic"])
+    shared_plain, own_plain = plain.record_key("freeze", "data").values()
+    shared_det, own_det = det.record_key("freeze", "data").values()
     assert "deterministic" not in shared_plain  # records written before the flag stay valid
     assert shared_det == {**shared_plain, "deterministic": True} and own_det == own_plain
 
@@ -160,21 +161,18 @@ def test_deterministic_is_a_setting_of_the_records():
 def test_deterministic_refuses_max_pooling_on_a_gpu_with_xla_or_tensorflow(
     backend, device, monkeypatch
 ):
-    import experiment
-
-    monkeypatch.setattr(experiment.keras.backend, "backend", lambda: backend)
+    monkeypatch.setattr(runner.keras.backend, "backend", lambda: backend)
     argv = ["--deterministic", "--experiments", "freeze", "resnet18-cwbce", "covid-lite"]
-    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
+    args = reproduce.parse_settings(argv)
     if backend == "torch" or device == "cpu":
-        experiment.check_deterministic(args, device=device)  # nothing to refuse
+        runner.check_deterministic(args, device=device)  # nothing to refuse
         return
     with pytest.raises(ValueError, match="MaxPooling2D, in covid-lite, resnet18-cwbce, has no"):
-        experiment.check_deterministic(args, device=device)
-    args.experiments = ["freeze", "finetune", "stochastic", "freeze+attention"]
-    experiment.check_deterministic(args, device=device)  # MobileNetV2 has no MaxPooling2D
-    args.deterministic = False
-    args.experiments = list(protocol.EXPERIMENTS)
-    experiment.check_deterministic(args, device=device)
+        runner.check_deterministic(args, device=device)
+    args = dataclasses.replace(args, experiments=("freeze", "finetune", "stochastic"))
+    runner.check_deterministic(args, device=device)  # MobileNetV2 has no MaxPooling2D
+    args = dataclasses.replace(args, deterministic=False, experiments=protocol.EXPERIMENTS)
+    runner.check_deterministic(args, device=device)
 
 
 # --------------------------------------------------------------------------------------
@@ -188,18 +186,28 @@ def _stand_in(args, dataset, exp, fold):
     print(f"[{exp} | fold {fold}] finished", flush=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class _StandInSettings:
+    """What `runner.run_parallel` reads of the settings, and how long a stand-in unit sleeps."""
+
+    out: Path
+    sleep: float
+    threads: int = 1
+    deterministic: bool = False
+
+    def for_child(self):
+        return self
+
+
 def _context(tmp_path, sleep):
-    args = argparse.Namespace(sleep=sleep, threads=1, workers=2)
-    return argparse.Namespace(args=args, dataset=None, out=tmp_path)
+    return argparse.Namespace(settings=_StandInSettings(tmp_path, sleep), dataset=None)
 
 
 def test_a_failing_unit_does_not_stop_the_others(tmp_path, capsys):
     ctx = _context(tmp_path, sleep=0.5)
     finished = []
     todo = [("a", 1), ("fail", 1), ("b", 1)]
-    done, failed = scheduler.run_parallel(
-        ctx, todo, 2, lambda: finished.append(1), target=_stand_in
-    )
+    done, failed = runner.run_parallel(ctx, todo, 2, lambda: finished.append(1), target=_stand_in)
     assert (done, failed, len(finished)) == (2, [("fail", 1)], 2)
     out = capsys.readouterr().out
     for exp in ("a", "b"):  # every unit's progress lines are shown
@@ -224,9 +232,7 @@ def test_ctrl_c_stops_every_unit_process(tmp_path):
     threading.Thread(target=interrupt_when_both_started, daemon=True).start()
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        scheduler.run_parallel(
-            ctx, [("a", 1), ("b", 1), ("c", 1)], 2, lambda: None, target=_stand_in
-        )
+        runner.run_parallel(ctx, [("a", 1), ("b", 1), ("c", 1)], 2, lambda: None, target=_stand_in)
     assert time.monotonic() - t0 < 40  # not the 60 s the units would sleep
     texts = {p.stem: p.read_text() for p in logs.glob("*.log")}
     assert sorted(texts) == ["a_fold1", "b_fold1"]  # c never started
@@ -294,7 +300,7 @@ def test_report_command_refuses_with_one_line(tmp_path, capsys):
 # --------------------------------------------------------------------------------------
 @pytest.mark.slow  # two runs of two tiny models: ~1 min on TensorFlow
 def test_deterministic_two_jobs_give_the_records_of_one_job(tmp_path):
-    from test_example_reproduce import run_cli
+    from test_reproduce import run_cli
 
     tiny = ["--n-images", "48", "--image-size", "32", "--epochs", "1", "--weights", "none"]
     # --deterministic fixes every unit's thread count (else 2 for --jobs 1, 1 for --jobs 2 here).
@@ -325,20 +331,17 @@ def test_deterministic_two_jobs_give_the_records_of_one_job(tmp_path):
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_precision_builds_the_unit_under_keras_mixed_policy(precision, tmp_path):
-    import types
 
     import experiment
     import keras
 
     argv = ["--precision", precision, "--image-size", "64", "--experiments", "covid-lite"]
-    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
+    args = reproduce.parse_settings(argv)
     labels = np.array([0, 1, 2, 3] * 4)
-    dataset = types.SimpleNamespace(labels=labels, class_names=protocol.CLASS_NAMES)
-    ctx = experiment.RunContext(args, dataset, experiment.BackboneFactory(None), tmp_path, None)
-    splits = (np.arange(16), np.arange(0), np.arange(0))
     try:
         unit = experiment.Unit.of(args, "covid-lite")
-        model, _, (loss, _), _ = experiment._compile(ctx, unit, 1, None, splits, "[test]")
+        loss, _ = experiment._loss_for("covid-lite", None, labels, 4)
+        model, _, _ = experiment.compile_model(args, unit, 1, loss, 4)
         assert keras.config.dtype_policy().name == precision
         assert {layer.dtype_policy.name for layer in model.layers if layer.weights} == {precision}
         assert model.layers[-1].output.dtype in ("float16", "bfloat16")

@@ -1,19 +1,20 @@
 """Table 1's eight rows in the example: the plan, each row's unit, the loss and the report.
 
-The architectures themselves are tested in tests/test_example_models.py and the loss in
-tests/test_cwbce.py; here the example's use of them. tests/conftest.py puts
+The architectures themselves are tested in tests/example/test_models.py and the loss in
+tests/test_cwbce.py; here the example's use of them. pyproject.toml (pytest pythonpath) puts
 examples/covid_cxr on sys.path.
 """
 
-import argparse
+import dataclasses
 import json
+from pathlib import Path
 
 import experiment
 import numpy as np
 import protocol
 import pytest
 import reproduce
-import settings
+from settings import Settings
 
 import keras_freeze
 
@@ -29,16 +30,20 @@ PAPER_ORDER = [
 ]
 
 
+EXAMPLE_DIR = Path(reproduce.__file__).parent
+
+
 def resolved(*argv):
-    return reproduce.resolve_settings(reproduce.build_parser().parse_args(list(argv)))
+    return reproduce.parse_settings(list(argv))
 
 
 def test_the_default_plan_is_table_1_in_its_order():
     assert list(protocol.EXPERIMENTS) == PAPER_ORDER
-    assert resolved().experiments == PAPER_ORDER
-    assert resolved("--data-dir", "x").experiments == PAPER_ORDER
+    assert list(resolved().experiments) == PAPER_ORDER
+    assert list(Settings.create(data_dir=EXAMPLE_DIR).experiments) == PAPER_ORDER
     # Any subset runs in Table 1's order.
-    assert resolved("--experiments", "freeze", "covid-lite").experiments == ["covid-lite", "freeze"]
+    subset = resolved("--experiments", "freeze", "covid-lite").experiments
+    assert list(subset) == ["covid-lite", "freeze"]
     for exp in PAPER_ORDER:
         assert set(protocol.PAPER_TABLE1[exp]) == set(protocol.METRICS)
 
@@ -86,7 +91,7 @@ def test_an_image_size_too_small_for_inception_is_refused_up_front(capsys):
     err = capsys.readouterr().err.strip()
     assert "Expected --image-size >= 75 for inception-v3" in err and len(err.splitlines()) == 1
     args = resolved("--image-size", "64", "--experiments", "covid-net", "freeze")
-    assert settings.image_size_for(args, "covid-net") == 64
+    assert args.image_size_for("covid-net") == 64
 
 
 def test_resnet18_trains_with_the_balanced_cwbce_of_its_training_split():
@@ -107,7 +112,7 @@ def test_resnet18_trains_with_the_balanced_cwbce_of_its_training_split():
 
 @pytest.mark.slow  # trains two small models from scratch in a subprocess: ~1 min
 def test_end_to_end_models_from_scratch(tmp_path):
-    from test_example_reproduce import run_cli
+    from test_reproduce import run_cli
 
     out = tmp_path / "out"
     argv = ["--out", str(out), "--n-images", "48", "--image-size", "75", "--epochs", "1"]
@@ -126,10 +131,8 @@ def test_end_to_end_models_from_scratch(tmp_path):
     assert "| ResNet-18 + CWBCE loss (train from scratch) | paper | - | 0.93 |" in table
 
 
-def test_args_namespace_is_enough_for_a_unit():
-    # Unit.of reads only the resolved settings: no data, no Keras model.
-    args = argparse.Namespace(
-        weights="imagenet", preprocessing="rescale", image_size=None, experiments=PAPER_ORDER
-    )
+def test_settings_are_enough_for_a_unit():
+    # Unit.of reads only the settings: no data, no Keras model.
+    args = dataclasses.replace(Settings(), weights="imagenet", image_size=None)
     sizes = [experiment.Unit.of(args, e).image_size for e in PAPER_ORDER]
     assert sizes == [480, 224, 299, 224, 224, 224, 224, 224]
