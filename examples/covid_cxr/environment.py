@@ -33,6 +33,8 @@ _NOISE = re.compile(
     rb"\S+:\d+\]|To enable the following instructions:)"
 )
 
+_filtering = False  # whether this process' stderr already goes through the filter
+
 
 def quiet_backends(verbose: bool = False):
     """Filters the backends' C++ start-up and info lines out of this process' stderr.
@@ -41,8 +43,10 @@ def quiet_backends(verbose: bool = False):
     changes. Python's own output (warnings, tracebacks) passes through the filter unchanged;
     the original stderr is restored at exit, after the filter has written everything.
     """
-    if verbose:
+    global _filtering
+    if verbose or _filtering:
         return
+    _filtering = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     read_fd, write_fd = os.pipe()
     original = os.dup(2)

