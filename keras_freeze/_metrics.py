@@ -404,7 +404,9 @@ def classification_metrics(
 
     Raises:
         ValueError: On shapes that do not match, labels outside `[0, K)`,
-            non-finite predictions, a wrong number of class names or an
+            non-finite predictions, single-column scores outside [0, 1]
+            without `from_logits=True`, a non-bool `from_logits`, a wrong
+            number of class names or a bare string as `class_names`, or an
             invalid `zero_division`.
 
     Example:
@@ -526,8 +528,9 @@ class ClassificationMetrics(keras.callbacks.Callback):
         verbose: `0` (silent) or `1` (print the metrics each epoch).
 
     Raises:
-        ValueError: On validation data of an unsupported kind, or invalid
-            arguments.
+        ValueError: On validation data of an unsupported kind (a one-shot
+            iterator, an endless `tf.data.Dataset`), or invalid arguments
+            (e.g. a non-bool `from_logits`, a bare string as `class_names`).
 
     Example:
 
