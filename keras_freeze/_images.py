@@ -379,8 +379,7 @@ def _resize(array, size, interpolation):
         resized = one(array)
     else:
         resized = np.stack([one(array[..., c]) for c in range(array.shape[-1])], axis=-1)
-    # Bicubic and Lanczos overshoot at sharp edges (e.g. -0.1 or 1.1): back into [0, 1].
-    return np.clip(resized, 0.0, 1.0)
+    return resized
 
 
 #: EXIF Orientation values whose display swaps width and height (a quarter turn).
@@ -525,7 +524,8 @@ def decode_image(
     else:
         array = _open_and_convert(path, mode, size)
     if size is not None:
-        array = _resize(array, size, interpolation)
+        # Bicubic and Lanczos overshoot at sharp edges (e.g. -0.1 or 1.1): back into [0, 1].
+        array = np.clip(_resize(array, size, interpolation), 0.0, 1.0)
     if mode == "rgb" and array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     return array
