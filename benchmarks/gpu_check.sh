@@ -24,7 +24,7 @@
 # JOBS [4] (units at once), LIMIT_S [240] (per backend), IMAGE_SIZE [224], PRECISION [float32],
 # EXPERIMENTS [all eight], OUT [runs/gpu_check], EXTRA_ARGS [] (appended to reproduce.py).
 # With IMAGE_SIZE=80 N_IMAGES=48 EPOCHS=2 EXPERIMENTS="covid-lite freeze" it also runs on a
-# CPU in about a minute (tests/test_gpu_check.py does so).
+# CPU in about a minute (tests/example/test_gpu_check.py does so).
 #
 # Output: reproduce.py's progress, its usual files under $OUT/<backend>, and per backend one
 # line per experiment "GPU CHECK <backend> <experiment>: N images/s ..." and a total.

@@ -5,8 +5,10 @@ Compares, on the same model and the same (generated, synthetic) images, in the s
 * baseline: the notebooks' ``ImageDataGenerator(rescale=1/255).flow_from_directory(...)`` (Keras 3
   keeps it as ``keras.src.legacy.preprocessing.image.ImageDataGenerator``), as the notebooks used it
   (`model.fit(generator)`, default ``workers=1``);
-* ours: ``examples/covid_cxr/data.py``'s `ImageSequence` (thread-pool decoding, prefetching
-  workers), without and with its in-memory cache.
+* ours: the library's `keras_freeze.ImageDataset`, which the example trains on (thread-pool
+  decoding, prefetching workers), without and with its in-memory cache.
+
+The images are listed with the example's ``kaggle.list_images`` (``examples/covid_cxr``).
 
 It prints training images/s for each and the ratios to the baseline. A pipeline-only pass (iterating
 batches, no model) is printed too, to show how much of an epoch is input work.
@@ -33,9 +35,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples" / "covid_cxr"))
 
-import data  # noqa: E402
+import kaggle  # noqa: E402
 import keras  # noqa: E402
+import protocol  # noqa: E402
 import synthetic  # noqa: E402
+
+from keras_freeze import ImageDataset  # noqa: E402
 
 
 def build_model(kind: str, size: int) -> keras.Model:
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="paper: 8")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats (median)")
-    ap.add_argument("--workers", type=int, default=2, help="ImageSequence prefetch threads")
+    ap.add_argument("--workers", type=int, default=2, help="ImageDataset prefetch threads")
     ap.add_argument("--decode-threads", type=int, default=2)
     ap.add_argument("--data-root", default=None, help="where to generate (default: a temp dir)")
     args = ap.parse_args(argv)
@@ -103,7 +108,7 @@ def main(argv=None) -> int:
     ds_root = synthetic.generate_synthetic_cxr(
         root, n_total=args.n_images, image_size=args.source_size, progress=False
     )
-    idx = data.list_images(ds_root)
+    idx = kaggle.list_images(ds_root)
     n, s, b = len(idx), args.image_size, args.batch_size
     print(
         f"backend={keras.backend.backend()} model={args.model} images={n} (SYNTHETIC, generated "
@@ -119,13 +124,13 @@ def main(argv=None) -> int:
             target_size=(s, s),
             batch_size=b,
             class_mode="categorical",
-            classes=list(data.CLASS_NAMES),
+            classes=list(protocol.CLASS_NAMES),
             shuffle=True,
             seed=0,
         )
 
     def ours(cache):
-        return data.ImageSequence(
+        return ImageDataset(
             idx.paths,
             idx.labels,
             image_size=s,
@@ -142,7 +147,7 @@ def main(argv=None) -> int:
     it_ours = iterate(ours(False), n)
     print(
         f"pipeline only (no model): ImageDataGenerator {it_base:8.1f} img/s | "
-        f"ImageSequence {it_ours:8.1f} img/s | ratio {it_ours / it_base:.2f}x"
+        f"ImageDataset {it_ours:8.1f} img/s | ratio {it_ours / it_base:.2f}x"
     )
 
     keras.utils.set_random_seed(0)
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
     init = model.get_weights()
     # warm-up (compilation / tracing for this input signature), excluded from the timings:
     # one short fit through each pipeline kind, so that neither pays for tracing.
-    warm = data.ImageSequence(
+    warm = ImageDataset(
         idx.paths[: 2 * b], idx.labels[: 2 * b], image_size=s, batch_size=b, workers=1
     )
     model.fit(warm, epochs=1, verbose=0, shuffle=False)
@@ -159,15 +164,15 @@ def main(argv=None) -> int:
         target_size=(s, s),
         batch_size=b,
         class_mode="categorical",
-        classes=list(data.CLASS_NAMES),
+        classes=list(protocol.CLASS_NAMES),
     )
     model.fit(warm_base, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
 
     results = {}
     runs = [
         ("ImageDataGenerator.flow_from_directory", baseline),
-        ("ImageSequence", lambda: ours(False)),
-        ("ImageSequence(cache=True)", lambda: ours(True)),
+        ("ImageDataset", lambda: ours(False)),
+        ("ImageDataset(cache=True)", lambda: ours(True)),
     ]
     for _ in range(args.repeats):  # interleaved, so that load changes hit every pipeline
         for name, make in runs:

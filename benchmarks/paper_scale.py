@@ -4,10 +4,10 @@ The paper's data set is 21,165 images at 299 px (Kaggle's COVID-19 Radiography D
 protocol 8 models x 10 folds at 224 px, batch 8. Without the data (``--data-dir``), this
 generates a SYNTHETIC set of the same size and class counts (3616 COVID, 6012 Lung_Opacity,
 10192 Normal, 1345 Viral Pneumonia) at 299 px, once, in ``--cache-dir`` (one process per
-CPU). Then, for fold 1 of 10 at 224 px, through the example's own modules (`dataset`,
-`experiment`, `cached_features`):
+CPU). Then, for fold 1 of 10 at 224 px, through the example's own modules (`reproduce`'s
+`parse_settings`, `data`, `experiment`, `cached_features`):
 
-1. listing and decode-check of every image (`dataset.prepare_data`: corrupt files dropped);
+1. listing and decode-check of every image (`data.prepare_data`: corrupt files dropped);
 2. the frozen-prefix feature cache of Mobile Freeze-Net over every image (float32);
 3. every experiment of Table 1 for ``--steps`` training steps after one warm-up step (a full
    epoch of ~17k images would take hours on 2 CPU cores), training images/s per experiment;
@@ -85,13 +85,12 @@ def data_dir(opts):
 
 
 def settings(opts, root):
-    """The example's settings for fold 1 of 10 at 224 px on ``root``."""
+    """The example's `Settings` for fold 1 of 10 at 224 px on ``root`` (checked, as the
+    command line checks them)."""
     argv = ["--data-dir", str(root), "--out", str(Path(opts.cache_dir) / "out"), "--folds", "1"]
     argv += ["--image-size", "224", "--weights", opts.weights, "--workers", str(opts.workers)]
     argv += ["--cache-dir", str(Path(opts.cache_dir)), "--alpha", "paper"]
-    args = reproduce.resolve_settings(reproduce.build_parser().parse_args(argv))
-    reproduce.check_paths(args)
-    return args
+    return reproduce.parse_settings(argv)
 
 
 class StepClock:
@@ -120,8 +119,10 @@ def train_steps(ctx, exp, splits, steps):
     import experiment
 
     # As the example trains the unit (with --alpha paper: no estimate, whose time is not training).
-    setup = experiment.prepare_fit(ctx, ctx.unit(exp), 1, splits, f"[{exp}]")
-    train, fit_model, info = setup.sequences["train"], setup.fit_model, setup.feature_cache
+    unit = experiment.Unit.of(ctx.settings, exp)
+    training = experiment.prepare_fit(ctx, unit, 1, splits, f"[{exp}]")
+    train, fit_model = training.data["train"], training.fit_model
+    info = training.feature_cache
     clock = StepClock()
     t0 = time.perf_counter()
     fit_model.fit(
@@ -132,7 +133,7 @@ def train_steps(ctx, exp, splits, steps):
         verbose=0,
         shuffle=False,  # as the example trains
     )
-    return clock.images_per_s(ctx.args.batch_size), time.perf_counter() - t0, info["used"]
+    return clock.images_per_s(ctx.settings.batch_size), time.perf_counter() - t0, info
 
 
 def project(measured, n_train, opts, cache_s):
@@ -146,22 +147,24 @@ def project(measured, n_train, opts, cache_s):
 def run(opts):
     t_all = time.perf_counter()
     root = data_dir(opts)
-    args = settings(opts, root)
-    import dataset as dataset_module
+    run_settings = settings(opts, root)
+    import data as data_module
     import experiment
 
+    experiment.check_weights(run_settings)  # as reproduce.py: before any data are read
     t0 = time.perf_counter()
-    data = dataset_module.prepare_data(args)
+    data = data_module.prepare_data(run_settings)
     stage(f"listing and decode-check of {len(data.paths)} images", t0)
-    ctx = experiment.RunContext.of(args, data)
+    ctx = experiment.RunContext(run_settings, data)
     splits = data.split(1)
     measured, cache_s = {}, 0.0
     for exp in opts.experiments:
         t0 = time.perf_counter()
-        ips, secs, cached = train_steps(ctx, exp, splits, opts.steps)
+        ips, secs, info = train_steps(ctx, exp, splits, opts.steps)
+        cached = info["used"]
         measured[exp] = ips
         if cached and not cache_s:
-            cache_s = json.loads(_cache_meta(args))["build_seconds"]
+            cache_s = info["build_s"]  # for a reused cache, its first build
         stage(
             f"{exp}: {opts.steps} training steps",
             t0,
@@ -187,12 +190,6 @@ def run(opts):
     if opts.data_dir is None:
         print("[paper_scale] every figure above comes from SYNTHETIC generated images")
     print(f"[paper_scale] whole benchmark: {time.perf_counter() - t_all:.0f} s")
-
-
-def _cache_meta(args):
-    folder = Path(args.cache_dir) / "feature_cache"
-    metas = sorted(folder.glob("features-*/meta.json"), key=lambda p: p.stat().st_mtime)
-    return metas[-1].read_text()
 
 
 def main(argv=None):
