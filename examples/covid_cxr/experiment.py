@@ -24,6 +24,7 @@ import models
 import numpy as np
 import protocol
 import records
+import saved
 from console import fmt
 from console import log
 from data import DataSet
@@ -69,7 +70,8 @@ class Unit:
         image_size: input side in pixels (`Settings.image_size_for`).
         weights: initial weights (``None``: random init).
         title: the row label of its tables (says when Inception-V3 is not from ImageNet).
-        preprocess: input scaling of every float32 0..255 batch.
+        preprocessing: input scaling of every float32 0..255 batch: ``"rescale"``, ``"torch"``
+            or ``"tf"`` (`keras_freeze.preprocess_mobilenet_v2`).
         preprocess_text: its description for the records.
     """
 
@@ -78,7 +80,7 @@ class Unit:
     image_size: int
     weights: str | None
     title: str
-    preprocess: object
+    preprocessing: str
     preprocess_text: str
 
     @classmethod
@@ -94,10 +96,15 @@ class Unit:
             image_size=settings.image_size_for(experiment),
             weights=weights,
             title=protocol.title(experiment, weights),
-            preprocess=functools.partial(
-                keras_freeze.preprocess_mobilenet_v2, weights=weights, mode=chosen
-            ),
+            preprocessing=chosen,
             preprocess_text=protocol.PREPROCESSING_TEXT.get(chosen, str(chosen)),
+        )
+
+    @property
+    def preprocess(self):
+        """The scaling of the float32 0..255 batches the model reads."""
+        return functools.partial(
+            keras_freeze.preprocess_mobilenet_v2, weights=self.weights, mode=self.preprocessing
         )
 
     def weights_text(self) -> str:
@@ -551,6 +558,9 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         "test": round(test_s, 2),
     }
     record = _record(ctx, fold, splits, training, evaluation, times)
+    if ctx.settings.save_models:
+        path = saved.save(ctx.settings.out, training.model, _model_info(ctx, unit, fold, splits))
+        record = dataclasses.replace(record, model=str(path.relative_to(ctx.settings.out)))
     ctx.store.save(record)
     m = record.metrics["macro"]
     note = _majority_note(record)
@@ -561,6 +571,21 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         + (f"\n{prefix} {note}" if note else "")
     )
     return record
+
+
+def _model_info(ctx: RunContext, unit: Unit, fold: int, splits) -> saved.ModelInfo:
+    """What a later prediction with the unit's saved model needs (`saved.ModelInfo`)."""
+    return saved.ModelInfo(
+        experiment=unit.experiment,
+        fold=fold,
+        class_names=ctx.class_names,
+        image_size=unit.image_size,
+        weights=unit.weights,
+        preprocessing=unit.preprocessing,
+        data_root=str(ctx.dataset.root),
+        train_files=tuple(ctx.dataset.relative(i) for i in splits[0]),
+        test_files=tuple(ctx.dataset.relative(i) for i in splits[2]),
+    )
 
 
 def _majority_note(record: records.Record) -> str:

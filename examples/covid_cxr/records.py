@@ -132,6 +132,8 @@ class Record:
     feature_cache: dict | None = None
     # Added with --precision (Keras dtype policy); records written before it are float32.
     precision: str = "float32"
+    # Added with --save-models: the saved model, relative to the output folder (`saved.py`).
+    model: str | None = None
 
     # JSON key order of the files written so far (schema and status first).
     _FIRST = ("schema", "status")

@@ -47,7 +47,6 @@ command line -> `settings.Settings` -> `data.prepare_data` -> `runner` (units of
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 import sys
@@ -57,6 +56,7 @@ from pathlib import Path
 
 import environment
 import protocol
+from console import Parser
 from console import log
 from protocol import EMBEDDED_DEFAULTS
 from protocol import EXPERIMENTS
@@ -64,29 +64,14 @@ from settings import Settings
 
 USAGE = (
     "reproduce.py [--data-dir DIR] [--experiments NAME ...] [--folds K ...] [options]\n"
-    "       reproduce.py report DIR [DIR ...] --out DIR"
+    "       reproduce.py report DIR [DIR ...] --out DIR\n"
+    "       reproduce.py predict --model M.keras PATH [PATH ...] [--out predictions.csv]"
 )
 
 
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's paragraphs and the examples' line breaks."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An `argparse.ArgumentParser` whose errors are one line on stderr, exit code 2, and that
-    takes no abbreviated option (``--epoch`` is refused, not read as ``--epochs``)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, formatter_class=_HelpFormatter, **kwargs)
-
-    def error(self, message):
-        message = " ".join(str(message).split())  # one line, whatever the message held
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _paragraphs(text, width=88):
     return "\n\n".join(textwrap.fill(par, width) for par in text.split("\n\n"))
 
@@ -126,7 +111,7 @@ EPILOG = (
 def build_parser():
     """Returns the argument parser of the command (see ``--help``): one option per field of
     `Settings`, with the field's help; an option not given is ``None`` (see `Settings.create`)."""
-    p = _Parser(prog="reproduce.py", usage=USAGE, description=DESCRIPTION, epilog=EPILOG)
+    p = Parser(prog="reproduce.py", usage=USAGE, description=DESCRIPTION, epilog=EPILOG)
     for field in dataclasses.fields(Settings):
         options = dict(field.metadata)
         options["help"] = re.sub(
@@ -153,7 +138,7 @@ def _embedded_banner():
 
 def build_report_parser():
     """The parser of ``reproduce.py report DIR [DIR ...] --out DIR``."""
-    p = _Parser(
+    p = Parser(
         prog="reproduce.py report",
         description=_paragraphs(
             "Rebuild results.csv, Tables 1 and 2, the attention summary and the figures from "
@@ -214,6 +199,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
+    if argv[:1] == ["predict"]:
+        environment.quiet_backends()
+        import predict  # deferred: imports Keras
+
+        return predict.main(argv[1:])
     parser = build_parser()
     try:
         settings = parse_settings(argv, parser)

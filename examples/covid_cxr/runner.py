@@ -104,12 +104,20 @@ def pending(ctx: RunContext, units):
         path = store.path(exp, fold)
         rec = store.load(path)
         if rec is not None and rec.made_with(ctx.settings.record_key(exp, fingerprint)):
-            log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")
-            continue
+            if not ctx.settings.save_models or _has_model(ctx.settings.out, rec):
+                log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")
+                continue
+            log(f"[plan] {exp} fold {fold}: complete, but its model was not saved: re-running")
         if rec is not None:
             log(f"[plan] {exp} fold {fold}: record made with other settings, re-running")
         todo.append((exp, fold))
     return todo, len(units) - len(todo)
+
+
+def _has_model(out, record) -> bool:
+    """Whether the record's saved model and its sidecar are in ``out``."""
+    path = None if record.model is None else Path(out) / record.model
+    return path is not None and path.is_file() and path.with_suffix(".json").is_file()
 
 
 def run_plan(ctx: RunContext, on_done):

@@ -293,6 +293,14 @@ class Settings:
         "resnet18-cwbce are refused there.",
         action="store_true",
     )
+    save_models: bool = _option(
+        False,
+        "keep each unit's trained model (the best weights EarlyStopping restored) as "
+        "--out/models/<experiment>_fold<k>.keras, with a .json beside it naming the classes and "
+        "the input pipeline; 'reproduce.py predict' and 'reproduce.py export' read them. A "
+        "rerun redoes a complete unit whose model is missing.",
+        action="store_true",
+    )
     shard: tuple[int, int] | None = _option(
         None,
         "run only shard K of N of the plan (unit i of the plan goes to shard i %% N + 1), "

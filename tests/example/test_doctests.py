@@ -18,6 +18,7 @@ MODULES = [
     "records",
     "report",
     "runner",
+    "saved",
     "settings",
     "synthetic",
 ]

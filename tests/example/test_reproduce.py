@@ -214,6 +214,7 @@ RECORD_KEYS = [
     "finished",
     "feature_cache",
     "precision",
+    "model",
 ]
 METRICS_KEYS = ["n", "macro", "weighted", "balanced_accuracy", "per_class", "confusion_matrix"]
 

@@ -1,0 +1,137 @@
+"""What a run leaves a user: ``--save-models`` and ``reproduce.py predict`` (examples/covid_cxr).
+
+One tiny run with ``--save-models`` is shared by the tests (module fixture); predicting its test
+fold's files, arranged as class folders, must give the record's own metrics.
+"""
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import reproduce
+import saved
+from PIL import Image
+
+TINY = ["--n-images", "48", "--image-size", "32", "--epochs", "1", "--alpha", "paper"]
+TINY += ["--weights", "none", "--experiments", "freeze", "--feature-cache", "off"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run with --save-models: (output folder, its freeze record)."""
+    out = tmp_path_factory.mktemp("run")
+    argv = [*TINY, "--out", str(out), "--cache-dir", str(out / "cache"), "--save-models"]
+    assert reproduce.main(argv) == 0
+    return out, json.loads((out / "records" / "freeze_fold1.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def test_folders(run, tmp_path_factory):
+    """The run's test fold as class folders (links to the data set's files)."""
+    out, record = run
+    info = saved.ModelInfo.read(out / record["model"])
+    folders = tmp_path_factory.mktemp("test_fold")
+    for file, label in zip(
+        record["predictions"]["files"], record["predictions"]["y_true"], strict=True
+    ):
+        target = folders / info.class_names[label] / Path(file).name
+        target.parent.mkdir(exist_ok=True)
+        target.symlink_to(Path(info.data_root) / file)
+    return folders
+
+
+def _predict(argv, capsys):
+    try:
+        code = reproduce.main(["predict", *map(str, argv)])
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.strip()
+
+
+def test_saved_model_loads_with_plain_load_model_and_says_where_it_is(run):
+    out, record = run
+    assert record["model"] == "models/freeze_fold1.keras"
+    model = keras.models.load_model(out / record["model"])  # no custom_objects
+    assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)  # compiled loss kept
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype="float32")
+    assert model.predict(x, verbose=0).shape == (2, 4)
+    info = saved.ModelInfo.read(out / record["model"])
+    assert info.class_names == tuple(record["metrics"]["per_class"])
+    assert info.image_size == 32 and len(info.test_files) == record["split"]["test"]
+
+
+def test_predict_on_the_test_fold_gives_the_records_metrics(run, test_folders, tmp_path, capsys):
+    out, record = run
+    csv_path = tmp_path / "p.csv"
+    code, stdout, _ = _predict(
+        ["--model", out / record["model"], test_folders, "--out", csv_path], capsys
+    )
+    assert code == 0, stdout
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "path,predicted,true," + ",".join(record["metrics"]["per_class"])
+    assert len(rows) == 1 + record["split"]["test"]
+    metrics = json.loads(csv_path.with_suffix(".metrics.json").read_text())
+    for key in ("macro", "weighted", "confusion_matrix", "balanced_accuracy", "n"):
+        assert metrics[key] == record["metrics"][key], key
+    assert "macro F1" in stdout
+
+
+def test_predict_skips_and_counts_a_corrupt_image(run, test_folders, tmp_path, capsys):
+    out, record = run
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    first = sorted(test_folders.rglob("*.png"))[0]
+    Image.open(first).save(folder / "good.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, stdout, _ = _predict(
+        ["--model", out / record["model"], folder, "--out", tmp_path / "u.csv"], capsys
+    )
+    assert code == 0
+    assert (
+        "skipped" in stdout
+        and "broken.png" in stdout
+        and "1 image(s) classified, 1 skipped" in stdout
+    )
+    rows = (tmp_path / "u.csv").read_text().splitlines()
+    assert rows[0].startswith("path,predicted,COVID") and len(rows) == 2  # no true column
+
+
+def test_bad_predict_inputs_get_one_line(run, test_folders, tmp_path, capsys):
+    out, record = run
+    model = out / record["model"]
+    stray = tmp_path / "stray" / "Pneumothorax"
+    stray.mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    lonely = tmp_path / "lonely.keras"
+    lonely.write_bytes(model.read_bytes())
+    wrong = tmp_path / "wrong.keras"
+    wrong.write_bytes(model.read_bytes())
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta["class_names"] = meta["class_names"][:3]
+    wrong.with_suffix(".json").write_text(json.dumps(meta))
+    cases = [
+        (["--model", tmp_path / "missing.keras", test_folders], "Expected --model"),
+        (["--model", lonely, test_folders], "lonely.json"),
+        (["--model", wrong, test_folders], "one output per class"),
+        (["--model", model, tmp_path / "stray"], "Pneumothorax"),
+        (["--model", model, tmp_path / "empty"], "Expected images"),
+        (["--model", model, tmp_path / "nowhere"], "missing"),
+    ]
+    for argv, needle in cases:
+        code, _, err = _predict([*argv, "--out", tmp_path / "x.csv"], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and needle in err, (argv, err)
+        assert "Traceback" not in err
+
+
+def test_a_rerun_redoes_a_unit_whose_model_is_missing(run, capsys):
+    out, record = run
+    argv = [*TINY, "--out", str(out), "--cache-dir", str(out / "cache"), "--save-models"]
+    assert reproduce.main(argv) == 0
+    assert "freeze fold 1: already complete" in capsys.readouterr().out
+    (out / record["model"]).unlink()
+    assert reproduce.main(argv) == 0
+    assert "its model was not saved: re-running" in capsys.readouterr().out
+    assert (out / record["model"]).is_file()
