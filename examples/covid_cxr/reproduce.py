@@ -65,7 +65,8 @@ from settings import Settings
 USAGE = (
     "reproduce.py [--data-dir DIR] [--experiments NAME ...] [--folds K ...] [options]\n"
     "       reproduce.py report DIR [DIR ...] --out DIR\n"
-    "       reproduce.py predict --model M.keras PATH [PATH ...] [--out predictions.csv]"
+    "       reproduce.py predict --model M.keras PATH [PATH ...] [--out predictions.csv]\n"
+    "       reproduce.py export --model M.keras --format tflite [--quantize float16|int8]"
 )
 
 
@@ -199,11 +200,12 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
-    if argv[:1] == ["predict"]:
+    if argv[:1] in (["predict"], ["export"]):
         environment.quiet_backends()
-        import predict  # deferred: imports Keras
+        import export  # deferred: they import Keras
+        import predict
 
-        return predict.main(argv[1:])
+        return (predict.main if argv[0] == "predict" else export.main)(argv[1:])
     parser = build_parser()
     try:
         settings = parse_settings(argv, parser)
