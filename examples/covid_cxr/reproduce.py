@@ -200,12 +200,16 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
-    if argv[:1] in (["predict"], ["export"]):
+    if argv[:1] == ["predict"]:
         environment.quiet_backends()
-        import export  # deferred: they import Keras
-        import predict
+        import predict  # deferred: imports Keras
 
-        return (predict.main if argv[0] == "predict" else export.main)(argv[1:])
+        return predict.main(argv[1:])
+    if argv[:1] == ["export"]:
+        environment.quiet_backends()
+        import export  # deferred: imports Keras
+
+        return export.main(argv[1:])
     parser = build_parser()
     try:
         settings = parse_settings(argv, parser)
