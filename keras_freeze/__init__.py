@@ -18,6 +18,8 @@ from keras_freeze._freeze import flatten_layers
 from keras_freeze._freeze import freeze
 from keras_freeze._freeze import freeze_fraction
 from keras_freeze._freeze import unfreeze
+from keras_freeze._gradcam import grad_cam
+from keras_freeze._gradcam import upsample_heatmap
 from keras_freeze._images import IMAGE_EXTENSIONS
 from keras_freeze._images import ClassImages
 from keras_freeze._images import decode_image
@@ -90,6 +92,7 @@ __all__ = [
     "flatten_layers",
     "freeze",
     "freeze_fraction",
+    "grad_cam",
     "layerwise_decay",
     "list_class_images",
     "mobilenet_v2",
@@ -103,4 +106,5 @@ __all__ = [
     "split_frozen_prefix",
     "torchvision_checkpoint",
     "unfreeze",
+    "upsample_heatmap",
 ]

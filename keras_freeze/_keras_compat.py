@@ -29,6 +29,10 @@ one fails loudly with a message naming it.
   trainable variables.
 - `optimizer._exclude_from_weight_decay(_pattern)`: the weight-decay
   exclusions, copied to the per-group optimizers of `LayerwiseOptimizer`.
+
+Besides these, one gap in the public API: Keras 3 has no backend-agnostic
+gradient op, so `gradient` (used by `grad_cam`) calls each backend's own
+autodiff, importing the backend inside the function.
 """
 
 from __future__ import annotations
@@ -181,3 +185,50 @@ def optimizer_current_learning_rate(optimizer):
 def set_optimizer_learning_rate(optimizer, value):
     """Calls the base `Optimizer.learning_rate` setter (for a subclass that overrides it)."""
     keras.optimizers.Optimizer.learning_rate.fset(optimizer, value)
+
+
+# --------------------------------------------------------------------------
+# Gradients (Keras 3 has no backend-agnostic gradient op)
+# --------------------------------------------------------------------------
+
+
+def gradient(fn, x):
+    """d fn(x) / dx for a function `fn` of one tensor returning a scalar tensor.
+
+    Uses `tf.GradientTape` on TensorFlow, `torch.autograd.grad` on PyTorch
+    and `jax.grad` on JAX; `fn` must run eagerly on that backend's tensors
+    (Keras layers and `keras.ops` do). A `fn` that does not depend on `x`
+    gets zeros.
+
+    Returns:
+        A backend tensor shaped like `x`.
+
+    Raises:
+        ValueError: On a backend without gradients (numpy, openvino).
+    """
+    backend = keras.backend.backend()
+    x = keras.ops.convert_to_tensor(x)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        grad = tape.gradient(y, x)
+    elif backend == "torch":
+        import torch
+
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = fn(x)
+        grad = torch.autograd.grad(y, x, allow_unused=True)[0] if y.requires_grad else None
+    elif backend == "jax":
+        import jax
+
+        grad = jax.grad(fn)(x)
+    else:
+        raise ValueError(
+            "Gradients need the tensorflow, torch or jax backend. Received: "
+            f"KERAS_BACKEND={backend!r}. Set KERAS_BACKEND to one of them."
+        )
+    return keras.ops.zeros_like(x) if grad is None else grad

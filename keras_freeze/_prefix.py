@@ -37,10 +37,16 @@ class _Call:
 
 
 class _Tracer:
-    """Calls a model's leaf layers on new symbolic inputs, nested models inlined."""
+    """Calls a model's leaf layers on new symbolic inputs, nested models inlined.
 
-    def __init__(self):
+    `calls` lists the leaf-layer calls in call order; `nested` the inlined
+    models with their (symbolic) outputs; `who` names the caller in errors.
+    """
+
+    def __init__(self, who="split_frozen_prefix"):
         self.calls = []
+        self.nested = []
+        self.who = who
 
     def trace_model(self, model, inputs, frozen=False, training=None):
         if isinstance(model, keras.Sequential):
@@ -62,11 +68,13 @@ class _Tracer:
             kwargs = {k: v for k, v in kwargs.items() if not (k == "mask" and v is None)}
             if kwargs or len(args) != 1:
                 raise ValueError(
-                    f"split_frozen_prefix can inline a nested model called on one input "
+                    f"{self.who} can inline a nested model called on one input "
                     f"(optionally with `training=`). Received: model {layer.name!r} called "
                     f"with {len(args)} positional and keyword arguments {sorted(kwargs)}."
                 )
-            return self.trace_model(layer, args[0], frozen, training)
+            outputs = self.trace_model(layer, args[0], frozen, training)
+            self.nested.append((layer, outputs))
+            return outputs
         if training is not None and _takes_training(layer) and "training" not in kwargs:
             kwargs = {**kwargs, "training": training}
         outputs = layer(*args, **kwargs)
@@ -131,7 +139,7 @@ def _training_behaviour(layer):
     )
 
 
-def _model_inputs(model):
+def _model_inputs(model, who):
     """Fresh symbolic inputs shaped like `model`'s, or a ValueError for an unbuilt model."""
     try:
         inputs = model.inputs
@@ -139,30 +147,31 @@ def _model_inputs(model):
         inputs = None
     if not inputs:
         raise ValueError(
-            f"split_frozen_prefix needs a built model with known inputs. Received: model "
+            f"{who} needs a built model with known inputs. Received: model "
             f"{model.name!r} ({type(model).__name__}) without inputs. Start it with "
             "`keras.Input(shape)` or call `model.build(input_shape)` first."
         )
     return [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in inputs]
 
 
-def _trace(model):
-    """Returns (calls, input tensors, output structure) of `model`, nested models inlined."""
+def _trace(model, who="split_frozen_prefix"):
+    """Returns (calls, input tensors, output structure, nested models with their outputs) of
+    `model`, nested models inlined; `who` names the caller in errors."""
     if not isinstance(model, keras.Model):
         raise ValueError(
             f"Expected a keras.Model. Received: model={model!r} of type {type(model).__name__}"
         )
     if not (isinstance(model, keras.Sequential) or compat.is_functional(model)):
         raise ValueError(
-            "split_frozen_prefix needs a Functional or Sequential model (subclassed models "
+            f"{who} needs a Functional or Sequential model (subclassed models "
             f"have no graph to cut). Received: model {model.name!r} of type "
             f"{type(model).__name__}."
         )
-    inputs = _model_inputs(model)
-    tracer = _Tracer()
+    inputs = _model_inputs(model, who)
+    tracer = _Tracer(who)
     structured = inputs[0] if isinstance(model, keras.Sequential) else inputs
     outputs = tracer.trace_model(model, structured)
-    return tracer.calls, inputs, outputs
+    return tracer.calls, inputs, outputs, tracer.nested
 
 
 # Analysis: the frozen region, the refusals and the cut.
@@ -177,6 +186,14 @@ def _eligible(call):
 
 def _producers(calls):
     return {id(t): i for i, call in enumerate(calls) for t in call.outputs}
+
+
+def _consumers(calls):
+    consumers = {}
+    for i, call in enumerate(calls):
+        for t in call.inputs:
+            consumers.setdefault(id(t), []).append(i)
+    return consumers
 
 
 def _region(calls, inputs):
@@ -285,10 +302,7 @@ def _live(calls, k_calls, inputs, output_ids, consumers):
 def _best_cut(calls, flags, inputs, outputs):
     """(values, prefix call indices, live tensors) of the cut with the fewest values per
     sample among the region's cuts in call order, ties going to the latest."""
-    consumers = {}
-    for i, call in enumerate(calls):
-        for t in call.inputs:
-            consumers.setdefault(id(t), []).append(i)
+    consumers = _consumers(calls)
     output_ids = {id(t) for t in keras.tree.flatten(outputs)}
     region = [i for i, flag in enumerate(flags) if flag]
     best = None
@@ -406,6 +420,19 @@ def _single(tensors):
     return tensors[0] if len(tensors) == 1 else list(tensors)
 
 
+def _cut(calls, inputs, outputs, prefix_calls, live, name):
+    """The models of a cut of a traced graph after `prefix_calls` (call indices, in order).
+
+    Returns (prefix, suffix, names): `prefix` maps the inputs to the `live`
+    tensors (`_live`'s), `suffix` maps new inputs named `names`, one per live
+    tensor, to `outputs` (any structure of the graph's tensors).
+    """
+    names = _cut_names(live)
+    prefix = keras.Model(_single(inputs), _single([t for t, _ in live]), name=f"{name}_prefix")
+    suffix = _replay(calls, prefix_calls, live, names, outputs, f"{name}_suffix")
+    return prefix, suffix, names
+
+
 def split_frozen_prefix(model):
     """Splits a partly frozen model into a frozen `prefix` and a trainable `suffix`.
 
@@ -448,18 +475,16 @@ def split_frozen_prefix(model):
     >>> split.cut, split.cut_shapes, split.values_per_sample
     (('block_7_add',), ((4, 4, 64),), 1024)
     """
-    calls, inputs, outputs = _trace(model)
+    calls, inputs, outputs, _ = _trace(model)
     flags = _region(calls, inputs)
     _check_region(model, calls, flags)
     values, prefix_calls, live = _best_cut(calls, flags, inputs, outputs)
-    names = _cut_names(live)
+    prefix, suffix, names = _cut(calls, inputs, outputs, prefix_calls, live, model.name)
     inside = set(prefix_calls)
     return FrozenPrefixSplit(
         model=model,
-        prefix=keras.Model(
-            _single(inputs), _single([t for t, _ in live]), name=f"{model.name}_prefix"
-        ),
-        suffix=_replay(calls, prefix_calls, live, names, outputs, f"{model.name}_suffix"),
+        prefix=prefix,
+        suffix=suffix,
         cut=tuple(names),
         cut_shapes=tuple(tuple(t.shape[1:]) for t, _ in live),
         values_per_sample=int(values),
