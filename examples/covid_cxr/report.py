@@ -1,9 +1,11 @@
 """Reports of the COVID CXR example, written from the records of an output folder.
 
-``results.csv`` (one row per record), ``table1_macro.md`` and ``table2_weighted.md`` (our rows
-next to the paper's), ``attention.md`` / ``attention.json`` (the class weights per fold) and PNG
-figures (test confusion matrix and training curves per experiment). Every report is rebuilt
-from the records alone, so an interrupted run still gets them.
+``results.csv`` (one row per record, every digit), ``table1_macro.md`` and
+``table2_weighted.md`` (our rows next to the paper's), ``statistics.md`` / ``statistics.csv``
+(paired tests of each row against the proposed model and Mobile Freeze-Net, `paired`),
+``attention.md`` / ``attention.json`` (the class weights per fold) and PNG figures (Table 1
+next to the paper's, test confusion matrix and training curves per experiment). Every report
+is rebuilt from the records alone, so an interrupted run still gets them.
 
 Example:
     >>> import report
@@ -17,9 +19,11 @@ import csv
 import io
 import math
 import os
+import textwrap
 
 import matplotlib
 import numpy as np
+import paired
 import protocol
 import records
 from console import fmt
@@ -32,7 +36,14 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 # The output folder's main files, as the closing line of a run names them.
-MAIN_FILES = ("table1_macro.md", "table2_weighted.md", "results.csv", "attention.md", "records/")
+MAIN_FILES = (
+    "table1_macro.md",
+    "table2_weighted.md",
+    "statistics.md",
+    "results.csv",
+    "attention.md",
+    "records/",
+)
 
 
 def _finite(x):
@@ -49,6 +60,19 @@ def mean_std(values):
         return m, 0.0
     var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
     return m, math.sqrt(var)
+
+
+def plain(x, missing="n/a"):
+    """``x`` as a plain decimal with every digit (the shortest text that reads back as the same
+    float, never an exponent), or ``missing`` when it is missing or not finite.
+
+    Example:
+        >>> plain(0.1 + 0.2), plain(1e-7), plain(float("nan"))
+        ('0.30000000000000004', '0.0000001', 'n/a')
+    """
+    if not _finite(x) or isinstance(x, bool):
+        return missing
+    return np.format_float_positional(float(x), trim="-")
 
 
 def _banner_md(synthetic):
@@ -74,6 +98,7 @@ CSV_COLUMNS = (
     + [f"macro_{m}" for m in METRICS]
     + [f"weighted_{m}" for m in METRICS]
     + ["balanced_accuracy", "n_test", "n_corrupt", "n_missing", "alpha"]
+    + ["split_train", "split_validation", "split_test"]  # n_test / n_train of `paired`
 )
 
 
@@ -91,15 +116,17 @@ def _csv_row(r):
         r.epochs_run,
         r.time_s["total"],
     ]
-    row += [fmt(m["macro"][k], 4) for k in METRICS]
-    row += [fmt(m["weighted"][k], 4) for k in METRICS]
+    row += [plain(m["macro"][k]) for k in METRICS]  # every digit: the tests recompute
+    row += [plain(m["weighted"][k]) for k in METRICS]
     row += [
-        fmt(m["balanced_accuracy"], 4),
+        plain(m["balanced_accuracy"]),
         m["n"],
         r.data["n_corrupt"],
         r.data["n_missing"],
-        "" if r.alpha is None else " ".join(f"{a:.6g}" for a in r.alpha),
+        "" if r.alpha is None else " ".join(plain(a) for a in r.alpha),
     ]
+    split = r.split or {}
+    row += [split.get(k, "") for k in ("train", "validation", "test")]
     return row
 
 
@@ -321,6 +348,162 @@ def write_attention(out, by_exp, synthetic, class_names):
 
 
 # --------------------------------------------------------------------------------------
+# Paired statistics
+# --------------------------------------------------------------------------------------
+STATISTICS_COLUMNS = (
+    "reference",
+    "model_a",
+    "model_b",
+    "average",
+    "metric",
+    "n_folds",
+    "folds",
+    "scores_a",
+    "scores_b",
+    "mean_a",
+    "mean_b",
+    "mean_diff",
+    "sd_diff",
+    "n_test_over_n_train",
+    "var_factor",
+    "t",
+    "df",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "rope",
+    "p_left",
+    "p_rope",
+    "p_right",
+    "mcnemar_n",
+    "mcnemar_both_right",
+    "mcnemar_a_only",
+    "mcnemar_b_only",
+    "mcnemar_both_wrong",
+    "mcnemar_method",
+    "mcnemar_statistic",
+    "mcnemar_p",
+    "alpha_max_over_min",
+    "verdict",
+)
+
+
+def _statistics_row(c: paired.Comparison):
+    """One row of ``statistics.csv``: every number as a plain decimal, '' when not computed."""
+    t, post, mc = c.t_test, c.posterior, c.mcnemar
+
+    def num(obj, name):
+        return "" if obj is None else plain(getattr(obj, name), missing="")
+
+    def joined(values):
+        return " ".join(plain(v) for v in values)
+
+    row = [c.reference, c.a, c.b, c.average, c.metric, len(c.folds), " ".join(map(str, c.folds))]
+    row += [joined(c.scores_a), joined(c.scores_b)]
+    row += [plain(float(np.mean(s)), "") if s else "" for s in (c.scores_a, c.scores_b)]
+    row += [num(t, "mean"), num(t, "sd"), plain(c.test_over_train, "")]
+    row += [num(t, k) for k in ("var_factor", "t", "df", "p", "low", "high")]
+    row += ["" if post is None else plain(post.rope)]
+    row += [num(post, k) for k in ("p_left", "p_rope", "p_right")]
+    row += [num(mc, k) for k in ("n", "both_right", "a_only", "b_only", "both_wrong")]
+    row += ["" if mc is None else mc.method, num(mc, "statistic"), num(mc, "p")]
+    ratio = float(np.mean(c.alpha_ratios)) if c.alpha_ratios else None
+    return row + [plain(ratio, ""), c.verdict()]
+
+
+def _p_text(p):
+    return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
+
+
+def _statistics_cells(c: paired.Comparison):
+    """One row of ``statistics.md``."""
+    cells = [f"{c.a} − {c.b}", c.average, ",".join(map(str, c.folds)) or "none"]
+    if c.t_test is None:
+        cells += [paired.TOO_FEW] * 3
+    else:
+        t, post = c.t_test, c.posterior
+        cells.append(f"{t.mean:+.4f} [{t.low:+.4f}, {t.high:+.4f}]")
+        cells.append(_p_text(t.p))
+        cells.append(f"{post.p_left:.2f} / {post.p_rope:.2f} / {post.p_right:.2f}")
+    mc = c.mcnemar
+    if mc is None:
+        cells += ["n/a", "n/a"]
+    else:
+        cells += [f"{mc.a_only} / {mc.b_only} of {mc.n}", f"{_p_text(mc.p)} ({mc.method})"]
+    return cells + [c.verdict()]
+
+
+def _alpha_line(comps, paper_ratio):
+    """The attention loss's spread of class weights, beside its comparison with freeze."""
+    ratios = [
+        r for c in comps if {c.a, c.b} == {"freeze+attention", "freeze"} for r in c.alpha_ratios
+    ]
+    if not ratios:
+        return ""
+    spread = (
+        "every fold"
+        if f"{min(ratios):.3f}" == f"{max(ratios):.3f}"
+        else f"per fold {min(ratios):.3f} to {max(ratios):.3f}"
+    )
+    text = (
+        f"**freeze+attention − freeze:** the attention loss's class weights span alpha max/min = "
+        f"{np.mean(ratios):.3f} ({spread})"
+    )
+    if paper_ratio is not None:
+        text += f"; the paper's published alpha {paper_ratio:.3f}"
+    return (
+        text + ". Adam is invariant to a constant scale of the loss (up to its epsilon), so this "
+        "spread is all that separates the attention loss from plain cross-entropy "
+        "(docs/statistics.md, Reading Table 1).\n\n"
+    )
+
+
+STATISTICS_INTRO = (
+    "Each row compares A (the reference) with B over the folds both ran: differences A − B of "
+    "the per-fold scores, and of the test predictions of the same images. Mean [95% CI] and p: "
+    "the corrected resampled t-test (Nadeau & Bengio 2003; variance factor 1/k + n_test/n_train). "
+    "P(B better) / P(ROPE) / P(A better): the Bayesian correlated t-test (Benavoli et al. 2017), "
+    "ROPE ±{rope:g}. McNemar: images A got right and B wrong / the reverse, pooled over the "
+    "paired folds and paired by (fold, file), with the p-value and the test used. With fewer "
+    "than {min_folds} paired folds the fold-level tests give no number. How to read them, the "
+    "formulas and the references: docs/statistics.md; every number, in full: statistics.csv.\n\n"
+)
+
+
+def write_statistics(out, by_exp, synthetic, class_names=protocol.CLASS_NAMES):
+    """Writes ``statistics.md`` and ``statistics.csv`` (`paired.compare` of the records) and
+    returns the Markdown text."""
+    comps = paired.compare(by_exp)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(STATISTICS_COLUMNS)
+    w.writerows(_statistics_row(c) for c in comps)
+    records.atomic_write_text(out / "statistics.csv", buf.getvalue())
+    title = "# Paired statistics: each row against the proposed model and Mobile Freeze-Net"
+    text = title + (" (SYNTHETIC DATA)" if synthetic else "") + "\n\n" + _banner_md(synthetic)
+    text += STATISTICS_INTRO.format(rope=paired.ROPE, min_folds=paired.MIN_FOLDS)
+    if not comps:
+        text += "No comparison: no reference model shares a fold with another experiment.\n"
+    alpha = keras_freeze.PAPER_ALPHA if is_paper_classes(class_names) else None
+    paper_ratio = max(alpha) / min(alpha) if alpha is not None else None
+    header = (
+        "| A − B | F1 | Folds | Mean [95% CI] | p (corrected t) | P(B better) / P(ROPE) / "
+        "P(A better) | McNemar A only / B only | McNemar p | What the data support |\n"
+        + "|---" * 9
+        + "|\n"
+    )
+    for ref in paired.REFERENCES:
+        mine = [c for c in comps if c.reference == ref]
+        if not mine:
+            continue
+        text += f"## Against {protocol.EXPERIMENT_TITLES[ref]} ({ref})\n\n" + header
+        text += "".join("| " + " | ".join(_statistics_cells(c)) + " |\n" for c in mine) + "\n"
+        text += _alpha_line(mine, paper_ratio)
+    records.atomic_write_text(out / "statistics.md", text)
+    return text
+
+
+# --------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------
 CURVE_PANELS = (
@@ -343,8 +526,51 @@ def _confusion_figure(exp, recs, class_names, tag):
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     folds = ",".join(str(r.fold) for r in recs)
-    ax.set_title(f"{exp}: test confusion matrix, fold(s) {folds}{tag}", fontsize=9)
+    # On lines that fit the axes' width: one long line ran past the figure's right edge.
+    lines = (f"{exp}: test confusion matrix", f"fold(s) {folds}{tag}")
+    ax.set_title("\n".join(textwrap.fill(line, 48) for line in lines), fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def _table1_figure(by_exp, synthetic, class_names):
+    """Table 1 as dots: our mean ± std over folds per model beside the paper's value."""
+    exps = [e for e in EXPERIMENTS if by_exp[e]][::-1]  # Table 1's first row at the top
+    paper = is_paper_classes(class_names)
+    height = 1.7 + 0.45 * len(exps)  # inches: the titles and the legend, then one per row
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3 * len(METRICS) + 1.5, height))
+    y = np.arange(len(exps))
+    for ax, m in zip(axes, METRICS, strict=True):
+        stats = [mean_std([r.metrics["macro"][m] for r in by_exp[e]]) for e in exps]
+        ax.errorbar(
+            [s[0] for s in stats],
+            y + 0.12,
+            xerr=[s[1] for s in stats],
+            fmt="o",
+            ms=5,
+            capsize=3,
+            color="tab:blue",
+            label="ours: mean ± std over folds",
+        )
+        if paper:
+            ax.plot(
+                [protocol.PAPER_TABLE1[e][m] for e in exps],
+                y - 0.12,
+                "D",
+                ms=5,
+                mfc="none",
+                color="tab:red",
+                label="paper (Table 1)",
+            )
+        ax.set_title(protocol.METRIC_TITLES[m] + " (macro)", fontsize=9)
+        ax.set_yticks(y, exps if ax is axes[0] else [""] * len(exps))
+        ax.set_ylim(-0.6, len(exps) - 0.4)
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, frameon=False)
+    tag = " [SYNTHETIC DATA]" if synthetic else ""
+    fig.suptitle(f"Table 1: ours next to the paper's{tag}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.4 / height, 1, 1))
     return fig
 
 
@@ -377,9 +603,13 @@ def _save_fig(fig, path):
 
 
 def write_figures(out, by_exp, synthetic, class_names):
-    """Writes ``confusion_<slug>.png`` and ``curves_<slug>.png`` per experiment run."""
+    """Writes ``table1_macro.png`` (our Table 1 next to the paper's), and
+    ``confusion_<slug>.png`` and ``curves_<slug>.png`` per experiment run."""
     tag = " [SYNTHETIC DATA]" if synthetic else ""
     written = []
+    if any(by_exp[e] for e in EXPERIMENTS):
+        fig = _table1_figure(by_exp, synthetic, class_names)
+        written.append(_save_fig(fig, out / "table1_macro.png"))
     for exp in EXPERIMENTS:
         recs = by_exp[exp]
         if not recs:
@@ -401,6 +631,7 @@ def write_reports(out, shared, synthetic, class_names):
     write_results_csv(out, by_exp)
     t1 = write_table1(out, by_exp, synthetic, class_names)
     t2 = write_table2(out, by_exp, synthetic, class_names)
+    write_statistics(out, by_exp, synthetic, class_names)
     write_attention(out, by_exp, synthetic, class_names)
     write_figures(out, by_exp, synthetic, class_names)
     return t1, t2
