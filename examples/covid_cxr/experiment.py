@@ -17,8 +17,10 @@ import dataclasses
 import functools
 import math
 import time
+from pathlib import Path
 
 import cached_features
+import explain
 import keras
 import models
 import numpy as np
@@ -559,8 +561,7 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
     }
     record = _record(ctx, fold, splits, training, evaluation, times)
     if ctx.settings.save_models:
-        path = saved.save(ctx.settings.out, training.model, _model_info(ctx, unit, fold, splits))
-        record = dataclasses.replace(record, model=str(path.relative_to(ctx.settings.out)))
+        record = _save_model(ctx, record, training.model, _model_info(ctx, unit, fold, splits))
     ctx.store.save(record)
     m = record.metrics["macro"]
     note = _majority_note(record)
@@ -571,6 +572,20 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         + (f"\n{prefix} {note}" if note else "")
     )
     return record
+
+
+def _save_model(ctx: RunContext, record, model, info: saved.ModelInfo):
+    """Saves the unit's model and its Grad-CAM galleries on the test fold; the record says
+    where the model is."""
+    out = ctx.settings.out
+    path = saved.save(out, model, info)
+    preds = record.predictions
+    files = [str(Path(info.data_root) / f) for f in preds["files"]]
+    for png in explain.write_galleries(
+        out, model, info, files, preds["y_true"], preds["y_prob"], synthetic=record.synthetic
+    ):
+        log(f"[{info.experiment} | fold {info.fold}] Grad-CAM: {png}")
+    return dataclasses.replace(record, model=str(path.relative_to(out)))
 
 
 def _model_info(ctx: RunContext, unit: Unit, fold: int, splits) -> saved.ModelInfo:

@@ -17,6 +17,7 @@ import io
 import json
 from pathlib import Path
 
+import explain
 import numpy as np
 import records
 import saved
@@ -43,6 +44,12 @@ def build_parser() -> Parser:
         "--out", type=Path, default=Path("predictions.csv"), help="CSV file (default: %(default)s)."
     )
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: %(default)s.")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write Grad-CAM galleries (gradcam_<experiment>_fold<k>_predict*.png) beside "
+        "--out: images of each class, and the most confident mistakes.",
+    )
     return p
 
 
@@ -138,6 +145,12 @@ def main(argv) -> int:
     )
     if kept_labels and all(label is not None for label in kept_labels):
         _write_metrics(args.out, kept_labels, probs, info.class_names)
+    if args.explain:
+        folder = Path(args.out).parent
+        for png in explain.write_galleries(
+            folder, model, info, kept_paths, kept_labels, probs, tag="predict"
+        ):
+            log(f"[predict] Grad-CAM: {png}")
     return 0
 
 

@@ -17,6 +17,7 @@ MODULES = [
     "protocol",
     "records",
     "report",
+    "paired",
     "runner",
     "saved",
     "settings",

@@ -61,13 +61,14 @@ def test_saved_model_loads_with_plain_load_model_and_says_where_it_is(run):
     info = saved.ModelInfo.read(out / record["model"])
     assert info.class_names == tuple(record["metrics"]["per_class"])
     assert info.image_size == 32 and len(info.test_files) == record["split"]["test"]
+    assert (out / "gradcam_freeze_fold1.png").stat().st_size > 1000  # Grad-CAM of the test fold
 
 
 def test_predict_on_the_test_fold_gives_the_records_metrics(run, test_folders, tmp_path, capsys):
     out, record = run
     csv_path = tmp_path / "p.csv"
     code, stdout, _ = _predict(
-        ["--model", out / record["model"], test_folders, "--out", csv_path], capsys
+        ["--model", out / record["model"], test_folders, "--out", csv_path, "--explain"], capsys
     )
     assert code == 0, stdout
     rows = csv_path.read_text().splitlines()
@@ -77,6 +78,7 @@ def test_predict_on_the_test_fold_gives_the_records_metrics(run, test_folders, t
     for key in ("macro", "weighted", "confusion_matrix", "balanced_accuracy", "n"):
         assert metrics[key] == record["metrics"][key], key
     assert "macro F1" in stdout
+    assert (tmp_path / "gradcam_freeze_fold1_predict.png").is_file()
 
 
 def test_predict_skips_and_counts_a_corrupt_image(run, test_folders, tmp_path, capsys):
