@@ -38,6 +38,7 @@ autodiff, importing the backend inside the function.
 from __future__ import annotations
 
 import functools
+import sys
 
 import keras
 import numpy as np
@@ -192,6 +193,12 @@ def set_optimizer_learning_rate(optimizer, value):
 # --------------------------------------------------------------------------
 
 
+def _backend_module(name):
+    """The package of Keras' backend, which Keras imported when it started (no import here:
+    `keras_freeze` depends on no backend)."""
+    return sys.modules[name]
+
+
 def gradient(fn, x):
     """d fn(x) / dx for a function `fn` of one tensor returning a scalar tensor.
 
@@ -209,23 +216,19 @@ def gradient(fn, x):
     backend = keras.backend.backend()
     x = keras.ops.convert_to_tensor(x)
     if backend == "tensorflow":
-        import tensorflow as tf
-
+        tf = _backend_module("tensorflow")
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = fn(x)
         grad = tape.gradient(y, x)
     elif backend == "torch":
-        import torch
-
+        torch = _backend_module("torch")
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             y = fn(x)
         grad = torch.autograd.grad(y, x, allow_unused=True)[0] if y.requires_grad else None
     elif backend == "jax":
-        import jax
-
-        grad = jax.grad(fn)(x)
+        grad = _backend_module("jax").grad(fn)(x)
     else:
         raise ValueError(
             "Gradients need the tensorflow, torch or jax backend. Received: "
