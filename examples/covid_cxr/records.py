@@ -253,8 +253,8 @@ def merge_records(folders):
         folders: output folders (each with a ``records/`` sub-folder).
 
     Returns:
-        ``(records, shared)``: the records sorted by experiment (Table 1's order) and fold, and
-        their common shared settings.
+        ``(records, shared)``: the records sorted by experiment (Table 1's order) and fold (the
+        ``model`` of each an absolute path), and their common shared settings.
 
     Raises:
         ValueError: no complete record; records made with different shared settings (naming
@@ -268,6 +268,8 @@ def merge_records(folders):
             rec = store.load(path)
             if rec is None:
                 continue
+            if rec.model is not None:  # a saved model stays where it is: its absolute path
+                rec = dataclasses.replace(rec, model=str((Path(folder) / rec.model).resolve()))
             shared = rec.protocol.get("shared", {})
             if first is None:
                 first = (shared, path)

@@ -48,6 +48,7 @@ command line -> `settings.Settings` -> `data.prepare_data` -> `runner` (units of
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import textwrap
@@ -173,8 +174,9 @@ def report_main(argv):
     except ValueError as e:
         parser.error(str(e))
     store = records.RecordStore(args.out)
-    for rec in recs:
-        store.save(rec)
+    for rec in recs:  # a saved model is not copied: the record names it relative to --out
+        model = rec.model and os.path.relpath(rec.model, Path(args.out).resolve())
+        store.save(dataclasses.replace(rec, model=model))
     for d in args.dirs:  # the estimated attention of each fold, for attention.md
         for path in sorted(records.RecordStore(d).attention_path("*").parent.glob("fold*.json")):
             records.atomic_write_text(store.attention_path(path.stem[4:]), path.read_text())

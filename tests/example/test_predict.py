@@ -137,3 +137,12 @@ def test_a_rerun_redoes_a_unit_whose_model_is_missing(run, capsys):
     assert reproduce.main(argv) == 0
     assert "its model was not saved: re-running" in capsys.readouterr().out
     assert (out / record["model"]).is_file()
+
+
+def test_a_merged_report_names_the_models_where_they_are(run, tmp_path):
+    out, record = run
+    merged = tmp_path / "merged"
+    assert reproduce.main(["report", str(out), "--out", str(merged)]) == 0
+    rec = json.loads((merged / "records" / "freeze_fold1.json").read_text())
+    assert (merged / rec["model"]).resolve() == (out / record["model"]).resolve()
+    assert rec["predictions"] == record["predictions"]
