@@ -100,6 +100,11 @@ def save(out, model, info: ModelInfo) -> Path:
     """Saves ``model`` and its sidecar atomically; returns the model's path."""
     path = model_path(out, info.experiment, info.fold)
     path.parent.mkdir(parents=True, exist_ok=True)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        # Trained through the feature cache, the model itself never ran `fit`: a built (fresh)
+        # optimizer state lets `load_model` restore it without a mismatch warning.
+        optimizer.build(model.trainable_variables)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
     records.atomic_write_json(path.with_suffix(".json"), info.to_json())

@@ -146,3 +146,18 @@ def test_a_merged_report_names_the_models_where_they_are(run, tmp_path):
     rec = json.loads((merged / "records" / "freeze_fold1.json").read_text())
     assert (merged / rec["model"]).resolve() == (out / record["model"]).resolve()
     assert rec["predictions"] == record["predictions"]
+
+
+def test_a_model_trained_through_the_feature_cache_loads_without_warnings(tmp_path):
+    import warnings
+
+    argv = [a if a != "off" else "on" for a in TINY]  # --feature-cache on
+    out = tmp_path / "cached"
+    argv += ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--save-models"]
+    assert reproduce.main(argv) == 0
+    record = json.loads((out / "records" / "freeze_fold1.json").read_text())
+    assert record["feature_cache"]["used"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Skipping variable loading for optimizer"
+        model = keras.models.load_model(out / record["model"])
+    assert len(model.optimizer.variables) > 2
