@@ -120,7 +120,8 @@ def _base_info(source, root, is_synth, index, bad):
     if index.skipped:
         log(
             f"[data] {len(index.skipped)} file(s) in the class folders skipped (not images, "
-            "duplicates or links leading outside the data directory)"
+            "duplicates, names not in UTF-8 or links leading outside the data directory), e.g. "
+            f"{index.skipped[:2]}"
         )
     return {
         "source": source,

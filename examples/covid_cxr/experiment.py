@@ -41,25 +41,49 @@ ATTENTION_BATCH = 64
 
 
 def check_weights(settings: Settings):
-    """Refuses, before any work, MobileNetV2 weights that cannot be loaded here.
+    """Refuses, before any work, initial weights that cannot be loaded here.
+
+    The offline package for ``torchvision``, a weights file's header, and for ``imagenet``
+    Keras' download (or its cached copy) of every planned model that starts from ImageNet.
 
     Raises:
         ValueError: one line naming the weights and the fix (the offline package to install,
             or another ``--weights``).
     """
     weights = settings.weights
-    if weights is None or not settings.uses_mobilenet() or weights.lower() == "imagenet":
+    if weights is None:
         return
     try:
-        if weights.lower() == "torchvision":
+        if weights.lower() == "imagenet":
+            _load_imagenet(settings)
+        elif not settings.uses_mobilenet():
+            return
+        elif weights.lower() == "torchvision":
             keras_freeze.torchvision_checkpoint()
         else:
             keras_freeze.check_weights_file(weights)
     except (OSError, ValueError) as e:
         raise ValueError(
             f"{' '.join(str(e).split())} (--weights {weights}); or choose "
-            "--weights none|imagenet|PATH"
+            "--weights none|torchvision|imagenet|PATH"
         ) from None
+
+
+def _load_imagenet(settings: Settings):
+    """Builds each planned ImageNet model once, so that Keras downloads (or finds) its weights
+    now, not in the middle of the run."""
+    for experiment in settings.experiments:
+        if protocol.weights_for(experiment, settings.weights) != "imagenet":
+            continue
+        unit = Unit.of(settings, experiment)
+        try:
+            build_model(settings, unit, n_classes=2)
+        except Exception as e:  # noqa: BLE001 - Keras' download raises a bare Exception
+            raise OSError(
+                f"Keras could not load the ImageNet weights of {unit.title} ({type(e).__name__}: "
+                f"{e}); without a network, --weights torchvision loads MobileNetV2's offline"
+            ) from None
+        keras.utils.clear_session()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -150,7 +150,22 @@ def find_class_folders(path) -> tuple:
             f"<class>/images/*.png) or the Kaggle COVID-19 Radiography Database. Received: "
             f"data_dir={str(p)!r}, which contains the folders {found[:20]}."
         )
+    odd = [name for name in found if not _is_utf8(name)]
+    if odd:
+        raise ValueError(
+            f"Expected class folder names in UTF-8 (they name the classes in every output). "
+            f"Received: {odd[:3]} in {str(p)!r}; rename the folders"
+        )
     return p, tuple(found)
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether ``name`` (listed with ``os.fsdecode``) came from valid UTF-8 bytes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclasses.dataclass
@@ -230,6 +245,9 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
     for path, label in zip(listed.paths, listed.labels.tolist(), strict=True):
         if not inside(path):
             skipped.append((path, "link leading outside the data directory"))
+            continue
+        if not _is_utf8(path):  # records, logs and fold lists name files in UTF-8
+            skipped.append((path, "name is not valid UTF-8 (rename the file)"))
             continue
         stem = Path(path).stem
         # Fold lists name the paper's images by stem: a second file with it is skipped.
