@@ -9,7 +9,6 @@ from pathlib import Path
 
 import folds as folds_module
 import kaggle
-import keras
 import numpy as np
 import protocol
 import pytest
@@ -441,30 +440,6 @@ def test_split_fold_property_disjoint_cover(counts, n_folds, test_fold, seed):
     parts = np.concatenate([tr, va, te])
     assert np.array_equal(np.sort(parts), np.arange(len(labels)))
     assert len(va) >= 1 and len(te) >= 1
-
-
-# ----------------------------------------------------------------------------------------------
-# ImageSequence
-# ----------------------------------------------------------------------------------------------
-def _oracle_decode(path, size):
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
-
-
-class _BatchRecorder(keras.layers.Layer):
-    """Records the labels-carrying inputs of every eager training step (see below)."""
-
-    def __init__(self, seen, **kwargs):
-        super().__init__(**kwargs)
-        self.record = seen.append  # a list attribute would be copied into a tracked list
-
-    def call(self, x):
-        try:  # eager steps only: the build's symbolic tensors have no values
-            values = keras.ops.convert_to_numpy(x)
-        except (TypeError, ValueError, AttributeError, NotImplementedError):
-            return x
-        self.record(np.round(values.sum(axis=(1, 2, 3)), 3))
-        return x
 
 
 def test_find_class_folders_any_names_or_the_paper_layout(tmp_path, small_tree):
