@@ -41,37 +41,35 @@ ATTENTION_BATCH = 64
 
 
 def check_weights(settings: Settings):
-    """Refuses, before any work, initial weights that cannot be loaded here.
-
-    The offline package for ``torchvision``, a weights file's header, and for ``imagenet``
-    Keras' download (or its cached copy) of every planned model that starts from ImageNet.
+    """Refuses, before any work, MobileNetV2 weights that cannot be loaded here: the offline
+    package for ``torchvision``, a weights file's header (``imagenet``: `load_imagenet`).
 
     Raises:
         ValueError: one line naming the weights and the fix (the offline package to install,
             or another ``--weights``).
     """
     weights = settings.weights
-    if weights is None:
+    if weights is None or not settings.uses_mobilenet() or weights.lower() == "imagenet":
         return
     try:
-        if weights.lower() == "imagenet":
-            _load_imagenet(settings)
-        elif not settings.uses_mobilenet():
-            return
-        elif weights.lower() == "torchvision":
+        if weights.lower() == "torchvision":
             keras_freeze.torchvision_checkpoint()
         else:
             keras_freeze.check_weights_file(weights)
     except (OSError, ValueError) as e:
         raise ValueError(
             f"{' '.join(str(e).split())} (--weights {weights}); or choose "
-            "--weights none|torchvision|imagenet|PATH"
+            "--weights none|imagenet|PATH"
         ) from None
 
 
-def _load_imagenet(settings: Settings):
-    """Builds each planned ImageNet model once, so that Keras downloads (or finds) its weights
-    now, not in the middle of the run."""
+def load_imagenet(settings: Settings):
+    """Builds each planned model that starts from ImageNet once, so that Keras downloads (or
+    finds) its weights before training rather than in the middle of the run.
+
+    Raises:
+        ValueError: one line: the download failed, and ``--weights torchvision`` works offline.
+    """
     for experiment in settings.experiments:
         if protocol.weights_for(experiment, settings.weights) != "imagenet":
             continue
@@ -79,9 +77,10 @@ def _load_imagenet(settings: Settings):
         try:
             build_model(settings, unit, n_classes=2)
         except Exception as e:  # noqa: BLE001 - Keras' download raises a bare Exception
-            raise OSError(
+            raise ValueError(
                 f"Keras could not load the ImageNet weights of {unit.title} ({type(e).__name__}: "
-                f"{e}); without a network, --weights torchvision loads MobileNetV2's offline"
+                f"{' '.join(str(e).split())}); without a network, --weights torchvision loads "
+                "MobileNetV2's offline"
             ) from None
         keras.utils.clear_session()
 

@@ -251,6 +251,7 @@ def _run(parser, settings: Settings, argv, t0) -> int:
     # Every data folder, fold list and class folder is checked here, before any training.
     try:
         dataset = data.prepare_data(settings)
+        experiment.load_imagenet(settings)  # Keras' download, before any training
         out.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as e:  # a data folder, fold list or --out that cannot be used
         parser.error(str(e))
