@@ -70,6 +70,7 @@ def test_imagenet_without_a_network_is_refused_up_front(tmp_path, capsys, monkey
     assert not out.exists()
 
 
+@pytest.mark.slow  # trains a unit
 def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, capsys):
     root = _class_tree(os.fsencode(tmp_path / "data"))
     odd = os.path.join(os.fsencode(root), b"cat", b"caf\xe9.png")
@@ -88,6 +89,7 @@ def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "class folder names in UTF-8" in err
 
 
+@pytest.mark.slow  # trains a unit
 def test_a_dicom_class_folder_runs_end_to_end(tmp_path, capsys):
     pydicom = pytest.importorskip(
         "pydicom", minversion="3", reason='pydicom 3 absent: pip install "keras-freeze[dicom]"'

@@ -1,10 +1,12 @@
 """What a run leaves a user: ``--save-models`` and ``reproduce.py predict`` (examples/covid_cxr).
 
-One tiny run with ``--save-models`` is shared by the tests (module fixture); predicting its test
-fold's files, arranged as class folders, must give the record's own metrics.
+One tiny run with ``--save-models`` is shared by the tests (a session fixture, made once for
+all workers); predicting its test fold's files, arranged as class folders, must give the record's
+own metrics.
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -12,22 +14,27 @@ import numpy as np
 import pytest
 import reproduce
 import saved
+from filelock import FileLock
 from PIL import Image
 
 TINY = ["--n-images", "48", "--image-size", "32", "--epochs", "1", "--alpha", "paper"]
 TINY += ["--weights", "none", "--experiments", "freeze", "--feature-cache", "off"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory):
-    """A tiny run with --save-models: (output folder, its freeze record)."""
-    out = tmp_path_factory.mktemp("run")
-    argv = [*TINY, "--out", str(out), "--cache-dir", str(out / "cache"), "--save-models"]
-    assert reproduce.main(argv) == 0
+    """A tiny run with --save-models: (output folder, its freeze record). Made once for all
+    pytest-xdist workers (a file lock in their shared temporary folder); tests only read it."""
+    shared = tmp_path_factory.getbasetemp().parent
+    out = shared / "saved_run"
+    with FileLock(str(shared / "saved_run.lock")):
+        if not (out / "records" / "freeze_fold1.json").is_file():
+            argv = [*TINY, "--out", str(out), "--cache-dir", str(out / "cache"), "--save-models"]
+            assert reproduce.main(argv) == 0
     return out, json.loads((out / "records" / "freeze_fold1.json").read_text())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def test_folders(run, tmp_path_factory):
     """The run's test fold as class folders (links to the data set's files)."""
     out, record = run
@@ -128,8 +135,10 @@ def test_bad_predict_inputs_get_one_line(run, test_folders, tmp_path, capsys):
         assert "Traceback" not in err
 
 
-def test_a_rerun_redoes_a_unit_whose_model_is_missing(run, capsys):
-    out, record = run
+@pytest.mark.slow  # two more runs of the command
+def test_a_rerun_redoes_a_unit_whose_model_is_missing(run, tmp_path, capsys):
+    out, record = tmp_path / "run", run[1]
+    shutil.copytree(run[0], out)  # the shared run stays as it is for the other tests
     argv = [*TINY, "--out", str(out), "--cache-dir", str(out / "cache"), "--save-models"]
     assert reproduce.main(argv) == 0
     assert "freeze fold 1: already complete" in capsys.readouterr().out
@@ -148,6 +157,7 @@ def test_a_merged_report_names_the_models_where_they_are(run, tmp_path):
     assert rec["predictions"] == record["predictions"]
 
 
+@pytest.mark.slow  # trains one more unit
 def test_a_model_trained_through_the_feature_cache_loads_without_warnings(tmp_path):
     import warnings
 
