@@ -587,7 +587,11 @@ def run_one(ctx: RunContext, experiment: str, fold: int) -> records.Record:
         record = _save_model(ctx, record, training.model, _model_info(ctx, unit, fold, splits))
     ctx.store.save(record)
     m = record.metrics["macro"]
-    note = _majority_note(record)
+    name = record.constant_class()
+    note = name and (
+        f"NOTE: predicts {name} for every test image (a constant model; too little data or "
+        "training for it to learn, see docs/covid_cxr.md)"
+    )
     log(
         f"{prefix} done in {times['total']:.0f} s, {record.epochs_run} epoch(s): macro F1 "
         f"{fmt(m['f1'])}, accuracy {fmt(m['accuracy'])}, AUC {fmt(m['auc'])}"
@@ -623,16 +627,4 @@ def _model_info(ctx: RunContext, unit: Unit, fold: int, splits) -> saved.ModelIn
         data_root=str(ctx.dataset.root),
         train_files=tuple(ctx.dataset.relative(i) for i in splits[0]),
         test_files=tuple(ctx.dataset.relative(i) for i in splits[2]),
-    )
-
-
-def _majority_note(record: records.Record) -> str:
-    """A warning when the model predicts one class for every test image ("" otherwise)."""
-    predicted = {int(np.argmax(row)) for row in record.predictions["y_prob"]}
-    if len(predicted) != 1:
-        return ""
-    name = list(record.metrics["per_class"])[predicted.pop()]
-    return (
-        f"NOTE: predicts {name} for every test image (a constant model; too little data or "
-        "training for it to learn, see docs/covid_cxr.md)"
     )

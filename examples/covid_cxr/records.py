@@ -165,6 +165,12 @@ class Record:
             return None
         return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
 
+    def constant_class(self) -> str | None:
+        """The class the model predicted for every test image, or ``None`` when it predicted
+        more than one (a constant model's F1 is that of the majority class)."""
+        predicted = {int(np.argmax(row)) for row in self.predictions["y_prob"]}
+        return list(self.metrics["per_class"])[predicted.pop()] if len(predicted) == 1 else None
+
     def made_with(self, key: dict) -> bool:
         """Whether the record was made with these settings (`Settings.record_key`)."""
         return self.protocol == key

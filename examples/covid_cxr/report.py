@@ -165,18 +165,13 @@ def _context_md(recs, synthetic):
     ]
     if synthetic:
         lines.append("Every number below was measured on SYNTHETIC data.")
-    constant = [r.title for r in recs if r.fold == recs[0].fold and _constant(r)]
+    constant = [r.title for r in recs if r.fold == recs[0].fold and r.constant_class()]
     if constant:
         lines.append(
             f"Predicting one class for every test image of fold {recs[0].fold} (a constant "
             f"model, its F1 that of the majority class): {'; '.join(constant)}."
         )
     return "\n".join(lines) + "\n\n"
-
-
-def _constant(record) -> bool:
-    """Whether the record's model predicted the same class for every test image."""
-    return len({int(np.argmax(row)) for row in record.predictions["y_prob"]}) == 1
 
 
 def _table_rows(by_exp, synthetic, average, paper_row):
