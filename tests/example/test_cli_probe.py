@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 import pytest
-import reproduce
 from PIL import Image
 
 import keras_freeze
@@ -30,15 +29,6 @@ def _class_tree(root: bytes, classes=(b"cat", b"dog"), n=6):
     return os.fsdecode(root)
 
 
-def _main(argv, capsys):
-    try:
-        code = reproduce.main([str(a) for a in argv])
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
-
-
 @pytest.mark.parametrize(
     "argv, needle",
     [
@@ -51,19 +41,19 @@ def _main(argv, capsys):
         (["--lr", "nan"], "Expected --lr > 0 and finite"),
     ],
 )
-def test_bad_options_are_one_line_before_any_work(argv, needle, tmp_path, capsys):
-    code, _, err = _main([*argv, "--out", tmp_path / "out"], capsys)
+def test_bad_options_are_one_line_before_any_work(argv, needle, tmp_path, cli):
+    code, _, err = cli([*argv, "--out", tmp_path / "out"])
     assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "out").exists()
 
 
-def test_imagenet_without_a_network_is_refused_up_front(tmp_path, capsys, monkeypatch):
+def test_imagenet_without_a_network_is_refused_up_front(tmp_path, cli, monkeypatch):
     def offline(*args, **kwargs):  # what Keras' download raises without a network
         raise Exception("URL fetch failure on https://storage.example/weights.h5: None")
 
     monkeypatch.setattr(keras_freeze, "mobilenet_v2", offline)
     out = tmp_path / "out"
-    code, _, err = _main(["--weights", "imagenet", "--experiments", "freeze", "--out", out], capsys)
+    code, _, err = cli(["--weights", "imagenet", "--experiments", "freeze", "--out", out])
     assert code == 2 and "Traceback" not in err
     line = err.splitlines()[-1]
     assert "could not load the ImageNet weights" in line and "--weights torchvision" in line
@@ -71,12 +61,12 @@ def test_imagenet_without_a_network_is_refused_up_front(tmp_path, capsys, monkey
 
 
 @pytest.mark.slow  # trains a unit
-def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, capsys):
+def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, cli):
     root = _class_tree(os.fsencode(tmp_path / "data"))
     odd = os.path.join(os.fsencode(root), b"cat", b"caf\xe9.png")
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(os.fsdecode(odd))
     out = tmp_path / "out"
-    code, stdout, err = _main(["--data-dir", root, *TINY, "--out", out], capsys)
+    code, stdout, err = cli(["--data-dir", root, *TINY, "--out", out])
     assert code == 0, err
     record = json.loads((out / "records" / "freeze_fold1.json").read_text())
     assert record["data"]["n_skipped_files"] == 1
@@ -85,12 +75,12 @@ def test_names_that_are_not_utf8_are_skipped_and_counted(tmp_path, capsys):
     assert record["data"]["n_used"] == 12  # every other image used
     # A class folder whose name is not UTF-8 cannot name a class: refused in one line.
     os.makedirs(os.path.join(os.fsencode(root), b"\xffbird"))
-    code, _, err = _main(["--data-dir", root, *TINY, "--out", tmp_path / "o2"], capsys)
+    code, _, err = cli(["--data-dir", root, *TINY, "--out", tmp_path / "o2"])
     assert code == 2 and len(err.splitlines()) == 1 and "class folder names in UTF-8" in err
 
 
 @pytest.mark.slow  # trains a unit
-def test_a_dicom_class_folder_runs_end_to_end(tmp_path, capsys):
+def test_a_dicom_class_folder_runs_end_to_end(tmp_path, cli):
     pydicom = pytest.importorskip(
         "pydicom", minversion="3", reason='pydicom 3 absent: pip install "keras-freeze[dicom]"'
     )
@@ -119,7 +109,7 @@ def test_a_dicom_class_folder_runs_end_to_end(tmp_path, capsys):
             ds.save_as(folder / f"{i}.dcm", enforce_file_format=True)
     assert pydicom.dcmread(folder / "0.dcm").PhotometricInterpretation == "MONOCHROME1"
     out = tmp_path / "out"
-    code, stdout, err = _main(["--data-dir", tmp_path / "dcm", *TINY, "--out", out], capsys)
+    code, stdout, err = cli(["--data-dir", tmp_path / "dcm", *TINY, "--out", out])
     assert code == 0, err
     record = json.loads((out / "records" / "freeze_fold1.json").read_text())
     assert all(f.endswith(".dcm") for f in record["predictions"]["files"])

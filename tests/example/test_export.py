@@ -23,7 +23,6 @@ import export
 import keras
 import numpy as np
 import pytest
-import reproduce
 import saved
 from PIL import Image
 
@@ -83,15 +82,6 @@ def saved_model(tmp_path_factory):
     return saved.save(tmp / "run", model, info)
 
 
-def _export(argv, capsys):
-    try:
-        code = reproduce.main(["export", *map(str, argv)])
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
-
-
 @pytest.fixture(scope="module")
 def exported(saved_model):
     """``{quantize: the JSON report}`` of the three TFLite exports."""
@@ -117,10 +107,10 @@ def test_the_models_outputs_vary(saved_model):
 
 
 @needs_tensorflow
-def test_float32_tflite_agrees_with_keras_and_says_so(saved_model, tmp_path, capsys):
+def test_float32_tflite_agrees_with_keras_and_says_so(saved_model, tmp_path, cli):
     out = tmp_path / "m.tflite"
     argv = ["--model", saved_model, "--format", "tflite", "--out", out, "--images", N_IMAGES]
-    code, stdout, stderr = _export(argv, capsys)
+    code, stdout, stderr = cli(["export", *argv])
     assert code == 0, stderr
     report = json.loads(Path(f"{out}.json").read_text())
     assert report["bytes"] == out.stat().st_size and report["quantize"] == "none"
@@ -168,27 +158,27 @@ BAD = {
 
 @needs_tensorflow
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_every_bad_input_gets_one_line_and_exit_2(case, saved_model, tmp_path, capsys):
+def test_every_bad_input_gets_one_line_and_exit_2(case, saved_model, tmp_path, cli):
     make, extra, needle = BAD[case]
     argv = ["--model", make(saved_model, tmp_path), "--format", "tflite", "--quantize", "int8"]
-    code, stdout, stderr = _export([*argv, *extra], capsys)
+    code, stdout, stderr = cli(["export", *argv, *extra])
     assert code == 2 and len(stderr.splitlines()) == 1, stderr
     assert needle in stderr, stderr
     assert not list(tmp_path.rglob("*.tflite")), "nothing is written for a bad input"
 
 
 @needs_tensorflow
-def test_onnx_without_its_packages_names_the_extra(saved_model, capsys):
+def test_onnx_without_its_packages_names_the_extra(saved_model, cli):
     if all(importlib.util.find_spec(m) for m in export.ONNX_PACKAGES):
         pytest.skip("tf2onnx, onnx and onnxruntime are installed")
-    code, _, stderr = _export(["--model", saved_model, "--format", "onnx"], capsys)
+    code, _, stderr = cli(["export", "--model", saved_model, "--format", "onnx"])
     assert code == 2 and 'pip install "keras-freeze[export]"' in stderr, stderr
 
 
 @pytest.mark.skipif(TENSORFLOW, reason="the refusal of the other backends")
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
-def test_other_backends_refuse_in_one_line(fmt, saved_model, capsys):
-    code, _, stderr = _export(["--model", saved_model, "--format", fmt], capsys)
+def test_other_backends_refuse_in_one_line(fmt, saved_model, cli):
+    code, _, stderr = cli(["export", "--model", saved_model, "--format", fmt])
     assert code == 2 and len(stderr.splitlines()) == 1, stderr
     assert "Expected KERAS_BACKEND=tensorflow" in stderr, stderr
     assert not list(saved_model.parent.glob("*.tflite"))

@@ -49,15 +49,6 @@ def test_folders(run, tmp_path_factory):
     return folders
 
 
-def _predict(argv, capsys):
-    try:
-        code = reproduce.main(["predict", *map(str, argv)])
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err.strip()
-
-
 def test_saved_model_loads_with_plain_load_model_and_says_where_it_is(run):
     out, record = run
     assert record["model"] == "models/freeze_fold1.keras"
@@ -71,12 +62,11 @@ def test_saved_model_loads_with_plain_load_model_and_says_where_it_is(run):
     assert (out / "gradcam_freeze_fold1.png").stat().st_size > 1000  # Grad-CAM of the test fold
 
 
-def test_predict_on_the_test_fold_gives_the_records_metrics(run, test_folders, tmp_path, capsys):
+def test_predict_on_the_test_fold_gives_the_records_metrics(run, test_folders, tmp_path, cli):
     out, record = run
     csv_path = tmp_path / "p.csv"
-    code, stdout, _ = _predict(
-        ["--model", out / record["model"], test_folders, "--out", csv_path, "--explain"], capsys
-    )
+    argv = ["--model", out / record["model"], test_folders, "--out", csv_path, "--explain"]
+    code, stdout, _ = cli(["predict", *argv])
     assert code == 0, stdout
     rows = csv_path.read_text().splitlines()
     assert rows[0] == "path,predicted,true," + ",".join(record["metrics"]["per_class"])
@@ -88,16 +78,15 @@ def test_predict_on_the_test_fold_gives_the_records_metrics(run, test_folders, t
     assert (tmp_path / "gradcam_freeze_fold1_predict.png").is_file()
 
 
-def test_predict_skips_and_counts_a_corrupt_image(run, test_folders, tmp_path, capsys):
+def test_predict_skips_and_counts_a_corrupt_image(run, test_folders, tmp_path, cli):
     out, record = run
     folder = tmp_path / "unlabelled"
     folder.mkdir()
     first = sorted(test_folders.rglob("*.png"))[0]
     Image.open(first).save(folder / "good.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    code, stdout, _ = _predict(
-        ["--model", out / record["model"], folder, "--out", tmp_path / "u.csv"], capsys
-    )
+    argv = ["--model", out / record["model"], folder, "--out", tmp_path / "u.csv"]
+    code, stdout, _ = cli(["predict", *argv])
     assert code == 0
     assert (
         "skipped" in stdout
@@ -108,7 +97,7 @@ def test_predict_skips_and_counts_a_corrupt_image(run, test_folders, tmp_path, c
     assert rows[0].startswith("path,predicted,COVID") and len(rows) == 2  # no true column
 
 
-def test_bad_predict_inputs_get_one_line(run, test_folders, tmp_path, capsys):
+def test_bad_predict_inputs_get_one_line(run, test_folders, tmp_path, cli):
     out, record = run
     model = out / record["model"]
     stray = tmp_path / "stray" / "Pneumothorax"
@@ -130,7 +119,7 @@ def test_bad_predict_inputs_get_one_line(run, test_folders, tmp_path, capsys):
         (["--model", model, tmp_path / "nowhere"], "missing"),
     ]
     for argv, needle in cases:
-        code, _, err = _predict([*argv, "--out", tmp_path / "x.csv"], capsys)
+        code, _, err = cli(["predict", *argv, "--out", tmp_path / "x.csv"])
         assert code == 2 and len(err.splitlines()) == 1 and needle in err, (argv, err)
         assert "Traceback" not in err
 

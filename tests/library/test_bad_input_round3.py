@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 from PIL import Image
+from test_callbacks import _Interrupt  # tests/library: the same interrupting callback
 
 import keras_freeze
 from keras_freeze import estimate_class_attention
@@ -392,16 +393,6 @@ def test_layerwise_decay_that_underflows_is_refused_naming_the_smallest_decay():
 # --------------------------------------------------------------------------
 
 
-class _StopAt(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("interrupted")
-
-
 def _resume_run(tmp_path, seed_first, seed_second):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 4)).astype("float32"), np.arange(16) % 3
@@ -420,7 +411,7 @@ def _resume_run(tmp_path, seed_first, seed_second):
             keras_freeze.GradualUnfreezing(schedule, mode="stochastic", seed=seed),
         ]
         if stop is not None:
-            callbacks.append(_StopAt(stop))
+            callbacks.append(_Interrupt(stop))
         model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=callbacks)
         return model
 
