@@ -17,6 +17,7 @@ import io
 import json
 from pathlib import Path
 
+import experiment
 import explain
 import numpy as np
 import records
@@ -26,9 +27,6 @@ from console import fmt
 from console import log
 
 import keras_freeze
-
-# Decimals of the written probabilities (those of the records, `experiment.PROBABILITY_DECIMALS`).
-DECIMALS = 6
 
 
 def build_parser() -> Parser:
@@ -108,8 +106,8 @@ def predict(model, info: saved.ModelInfo, paths, batch_size: int):
         preprocess=info.preprocess,
     )
     probs, kept = keras_freeze.predict_images(model, dataset)
-    rounded = [[round(float(p), DECIMALS) for p in row] for row in probs]  # as records do
-    return np.asarray(rounded, dtype=np.float64), good[kept], bad
+    stored = experiment.stored_probabilities(probs)  # as the records store them
+    return np.asarray(stored, dtype=np.float64), good[kept], bad
 
 
 def _csv(paths, rows, labels, class_names) -> str:
