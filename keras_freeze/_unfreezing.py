@@ -8,6 +8,8 @@ step with the trainable variables (the optimizer surgery below).
 from __future__ import annotations
 
 import bisect
+import json
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,7 @@ import numpy as np
 from keras_freeze import _keras_compat as compat
 from keras_freeze import _validation as check
 from keras_freeze._freeze import apply_freeze
+from keras_freeze._freeze import flatten_layers
 
 __all__ = ["GradualUnfreezing"]
 
@@ -151,9 +154,14 @@ class GradualUnfreezing(keras.callbacks.Callback):
     frozen set in force when the backup was written, loads the backed-up
     optimizer state into an optimizer built for that set (Keras alone would
     skip or misplace it, as its variables depend on the trainable set), then
-    moves on with the schedule. Stochastic schedules resume identically only
-    with a fixed `seed`, the same in both runs: a resume with `seed=None`
-    (which would draw a new seed, hence another frozen set) is refused.
+    moves on with the schedule. Give the backup folder as `backup_dir` too,
+    and the callback records its seed and frozen set there at every epoch
+    (`gradual_unfreezing.json`): a resume with another seed, `mode`, `by`,
+    `target` or frozen set is then refused, and a stochastic schedule with
+    `seed=None` resumes with the seed recorded. Without `backup_dir`, a
+    stochastic schedule resumes identically only with the same fixed `seed`
+    in both runs (not checked), and a resume with `seed=None` (which would
+    draw a new seed, hence another frozen set) is refused.
 
     `freeze_fraction` resets every other layer of the model (or of `target`)
     to trainable, so flags set by hand before `fit` do not survive the first
@@ -178,6 +186,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
             as the MobileNetV2 backbone) to which the schedule applies; `None`
             (default) applies it to the whole model.
         verbose: `0` (silent) or `1` (print a line at every change).
+        backup_dir: Optional folder of the `BackupAndRestore` callback used
+            with this one, where the seed and frozen set are recorded for a
+            resume to check (see "Resuming"). Defaults to `None` (no record).
 
     Raises:
         ValueError: On an invalid schedule (non-integer or negative epochs,
@@ -209,6 +220,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         seed: int | None = None,
         target: str | None = None,
         verbose: int = 0,
+        backup_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         check.mode_by_seed(mode, by, seed)
@@ -223,6 +235,12 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self.seed = None if seed is None else int(seed)
         self.target = target
         self.verbose = check.verbose(verbose)
+        if backup_dir is not None and not isinstance(backup_dir, (str, os.PathLike)):
+            raise ValueError(
+                "Expected backup_dir to be a folder path (the `backup_dir` of the "
+                f"BackupAndRestore callback) or None. Received: backup_dir={backup_dir!r}"
+            )
+        self.backup_dir = None if backup_dir is None else os.fspath(backup_dir)
         self.reports = []
         self._applied = None
         self._last_report = None
@@ -289,15 +307,19 @@ class GradualUnfreezing(keras.callbacks.Callback):
         saved mid-epoch. The set whose fresh optimizer has exactly the saved
         variables' shapes is taken, and the state assigned to it.
         """
-        if self.mode == "stochastic" and self.seed is None:
+        record = self._read_record()
+        if record is not None:
+            self._check_record(record, epoch)
+        elif self.mode == "stochastic" and self.seed is None:
             raise ValueError(
                 "GradualUnfreezing: cannot resume a stochastic schedule with seed=None from a "
                 f"backup (restored at epoch {epoch}): this run drew a new seed, so it would "
                 "freeze a different set of layers than the interrupted run and load the "
                 "backed-up optimizer state into the wrong variables. Received: "
                 "mode='stochastic', seed=None. Pass the same integer seed in both runs, e.g. "
-                "GradualUnfreezing(schedule, mode='stochastic', seed=0), or delete the backup "
-                "to start over."
+                "GradualUnfreezing(schedule, mode='stochastic', seed=0), or pass "
+                "backup_dir=<the BackupAndRestore folder> to both runs so that the seed is "
+                "recorded, or delete the backup to start over."
             )
         optimizer = self.model.optimizer
         candidates = [self.fraction_for_epoch(e) for e in (epoch - 1, epoch) if e >= 0]
@@ -312,6 +334,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 compat.replace_compiled_optimizer(self.model, optimizer, fresh)
                 self._applied, self._last_report = fraction, report
                 self.reports.append((epoch, report))
+                if record is not None and record["fraction"] == fraction:
+                    self._check_frozen(record, report)
                 return
         warnings.warn(
             f"GradualUnfreezing: the optimizer state restored at epoch {epoch} (by "
@@ -320,6 +344,81 @@ class GradualUnfreezing(keras.callbacks.Callback):
             "from zero state. Resume with the same schedule, model and optimizer.",
             stacklevel=2,
         )
+
+    def _record_path(self):
+        return os.path.join(self.backup_dir, "gradual_unfreezing.json")
+
+    def _read_record(self):
+        """The record of the interrupted run in `backup_dir`, or None."""
+        if self.backup_dir is None or not os.path.exists(self._record_path()):
+            return None
+        try:
+            with open(self._record_path(), encoding="utf-8") as f:
+                record = json.load(f)
+            keys = {"seed", "mode", "by", "target", "epoch", "fraction", "frozen"}
+            if not isinstance(record, dict) or not keys <= set(record):
+                raise ValueError(f"missing keys {sorted(keys - set(record or {}))}")
+        except ValueError as error:
+            raise ValueError(
+                f"GradualUnfreezing: the record {self._record_path()!r} is damaged ({error}), "
+                "so the frozen set of the interrupted run is unknown. Delete the backup folder "
+                "to start over."
+            ) from error
+        return record
+
+    def _check_record(self, record, epoch):
+        """Refuses a resume whose settings differ from the recorded ones."""
+        ours = {"mode": self.mode, "by": self.by, "target": self.target}
+        if self.mode == "stochastic" and self.seed is None:
+            self._run_seed = record["seed"]  # seed=None: continue the recorded run's draw
+        ours["seed"] = self._run_seed if self.mode == "stochastic" else None
+        differ = {k: (record[k], v) for k, v in ours.items() if record[k] != v}
+        if differ:
+            said = ", ".join(
+                f"{k}={old!r} then, {k}={new!r} now" for k, (old, new) in differ.items()
+            )
+            raise ValueError(
+                f"GradualUnfreezing: cannot resume from the backup in {self.backup_dir!r} "
+                f"(restored at epoch {epoch}): it was written with other settings, so this run "
+                "would freeze another set of layers and load the backed-up optimizer state into "
+                f"the wrong variables. Received: {said}. Resume with the settings of the "
+                "interrupted run, or delete the backup folder to start over."
+            )
+
+    def _frozen_positions(self, report):
+        """Positions of `report.frozen` in `flatten_layers` (names vary between builds)."""
+        frozen = set(report.frozen)
+        layers = flatten_layers(self._target_model())
+        return [i for i, layer in enumerate(layers) if layer.name in frozen]
+
+    def _check_frozen(self, record, report):
+        ours = self._frozen_positions(report)
+        if ours != record["frozen"]:
+            changed = sorted(set(ours) ^ set(record["frozen"]))
+            raise ValueError(
+                f"GradualUnfreezing: cannot resume from the backup in {self.backup_dir!r}: at "
+                f"frozen fraction {record['fraction']:g} the interrupted run froze "
+                f"{len(record['frozen'])} layers, this model {len(ours)}; they differ at layer "
+                f"positions {changed[:5]}{' ...' if len(changed) > 5 else ''}. Resume with the "
+                "same model, or delete the backup folder to start over."
+            )
+
+    def _write_record(self, epoch):
+        """Records the seed and the frozen set in force at `epoch` in `backup_dir`."""
+        record = {
+            "seed": self._run_seed if self.mode == "stochastic" else None,
+            "mode": self.mode,
+            "by": self.by,
+            "target": self.target,
+            "epoch": epoch,
+            "fraction": self._applied,
+            "frozen": self._frozen_positions(self._last_report),
+        }
+        os.makedirs(self.backup_dir, exist_ok=True)
+        temporary = self._record_path() + ".tmp"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        os.replace(temporary, self._record_path())
 
     def _apply(self, fraction):
         # No "compiled model" warning: the train function is rebuilt by the caller.
@@ -340,6 +439,12 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 self._resume(epoch, self._restored[-1])
                 if getattr(self.model, "compiled", False):
                     self.model.make_train_function(force=True)
+        self._step(epoch)
+        if self.backup_dir is not None:
+            self._write_record(epoch)
+
+    def _step(self, epoch):
+        """Applies the schedule's fraction for `epoch` if it changed."""
         fraction = self.fraction_for_epoch(epoch)
         if fraction == self._applied:
             return
@@ -383,6 +488,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
             "seed": self.seed,
             "target": self.target,
             "verbose": self.verbose,
+            "backup_dir": self.backup_dir,
         }
 
     @classmethod

@@ -7,6 +7,7 @@ per backend (KERAS_BACKEND).
 
 import decimal
 import fractions
+import json
 import os
 import warnings
 
@@ -393,23 +394,27 @@ def test_layerwise_decay_that_underflows_is_refused_naming_the_smallest_decay():
 # --------------------------------------------------------------------------
 
 
-def _resume_run(tmp_path, seed_first, seed_second):
+def _resume_run(tmp_path, seed_first, seed_second, record=False, reshaped=False, between=None):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 4)).astype("float32"), np.arange(16) % 3
     schedule = {0: 0.5, 2: 0.25, 4: 0.0}
 
-    def run(seed, stop=None):
+    backup = str(tmp_path / "backup")
+    callbacks_made = []
+
+    def run(seed, stop=None, extra=()):
         # Equal-shaped layers: any frozen set of the same size fits the backed-up state.
         model = keras.Sequential(
-            [keras.Input((4,))]
+            [keras.Input((4,)), *extra]
             + [keras.layers.Dense(4) for _ in range(3)]
             + [keras.layers.Dense(3)]
         )
         model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
-        callbacks = [
-            keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
-            keras_freeze.GradualUnfreezing(schedule, mode="stochastic", seed=seed),
-        ]
+        unfreezing = keras_freeze.GradualUnfreezing(
+            schedule, mode="stochastic", seed=seed, backup_dir=backup if record else None
+        )
+        callbacks_made.append(unfreezing)
+        callbacks = [keras.callbacks.BackupAndRestore(backup), unfreezing]
         if stop is not None:
             callbacks.append(_Interrupt(stop))
         model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=callbacks)
@@ -417,7 +422,11 @@ def _resume_run(tmp_path, seed_first, seed_second):
 
     with pytest.raises(RuntimeError, match="interrupted"):
         run(seed_first, stop=1)
-    return run(seed_second)
+    if between is not None:
+        between(tmp_path / "backup")
+    # `reshaped`: a weightless layer in front, so weights load but layer positions shift.
+    model = run(seed_second, extra=[keras.layers.Dropout(0.0)] if reshaped else [])
+    return model, callbacks_made
 
 
 def test_gradual_unfreezing_stochastic_resume_without_seed_is_refused(tmp_path):
@@ -426,5 +435,47 @@ def test_gradual_unfreezing_stochastic_resume_without_seed_is_refused(tmp_path):
 
 
 def test_gradual_unfreezing_stochastic_resume_with_the_same_seed_still_works(tmp_path):
-    model = _resume_run(tmp_path, 3, 3)
+    model, _ = _resume_run(tmp_path, 3, 3)
     assert all(layer.trainable for layer in model.layers)
+
+
+def test_gradual_unfreezing_resume_with_another_seed_is_refused_when_recorded(tmp_path):
+    with pytest.raises(ValueError, match=r"seed=3 then, seed=4 now"):
+        _resume_run(tmp_path, 3, 4, record=True)
+
+
+def test_gradual_unfreezing_recorded_seed_none_resumes_with_the_recorded_seed(tmp_path):
+    model, (first, second) = _resume_run(tmp_path, None, None, record=True)
+    drawn = first.reports[0][1].seed  # the seed the interrupted run drew (its FreezeReport)
+    assert isinstance(drawn, int)
+    # The resumed run re-applied epoch 1's frozen set with that seed, then went on with it.
+    assert [report.seed for _, report in second.reports] == [drawn] * len(second.reports)
+    first_frozen = {e: report.frozen for e, report in first.reports}
+    assert len(second.reports[0][1].frozen) == len(first_frozen[0])
+    assert all(layer.trainable for layer in model.layers)
+
+
+def test_gradual_unfreezing_resume_into_another_model_is_refused_when_recorded(tmp_path):
+    # Same seed and the same weights, but one more layer: the same seed freezes other layers.
+    with pytest.raises(ValueError, match=r"interrupted run froze 2 layers, this model 2"):
+        _resume_run(tmp_path, 3, 3, record=True, reshaped=True)
+    # Without the record the mismatch goes unseen (the documented limit) or the shapes refuse.
+    _resume_run(tmp_path / "unrecorded", 3, 3, reshaped=True)
+
+
+def test_gradual_unfreezing_damaged_record_is_refused_naming_it(tmp_path):
+    def damage(backup):
+        assert json.loads((backup / "gradual_unfreezing.json").read_text())["seed"] == 3
+        (backup / "gradual_unfreezing.json").write_text('{"seed": 3')
+
+    with pytest.raises(ValueError, match=r"gradual_unfreezing.json' is damaged"):
+        _resume_run(tmp_path, 3, 3, record=True, between=damage)
+
+
+def test_gradual_unfreezing_backup_dir_is_checked_and_serialised(tmp_path):
+    with pytest.raises(ValueError, match=r"backup_dir=3"):
+        keras_freeze.GradualUnfreezing({0: 0.5}, backup_dir=3)
+    callback = keras_freeze.GradualUnfreezing({0: 0.5}, backup_dir=tmp_path)
+    config = callback.get_config()
+    assert config["backup_dir"] == str(tmp_path)
+    assert keras_freeze.GradualUnfreezing.from_config(config).backup_dir == str(tmp_path)
