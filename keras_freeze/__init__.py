@@ -45,6 +45,12 @@ from keras_freeze._metrics import ClassificationReport
 from keras_freeze._metrics import classification_metrics
 from keras_freeze._prefix import FrozenPrefixSplit
 from keras_freeze._prefix import split_frozen_prefix
+from keras_freeze._statistics import McNemarResult
+from keras_freeze._statistics import PosteriorResult
+from keras_freeze._statistics import TTestResult
+from keras_freeze._statistics import bayesian_correlated_t_test
+from keras_freeze._statistics import corrected_t_test
+from keras_freeze._statistics import mcnemar
 from keras_freeze._torchvision import SymmetricPaddingConv2D
 from keras_freeze._torchvision import check_weights_file
 from keras_freeze._torchvision import convert_torchvision_state_dict
@@ -74,17 +80,22 @@ __all__ = [
     "GradualUnfreezing",
     "ImageDataset",
     "LayerwiseOptimizer",
+    "McNemarResult",
+    "PosteriorResult",
     "ScaledSchedule",
     "SparseAttentionWeightedCCE",
     "SymmetricPaddingConv2D",
+    "TTestResult",
     "__version__",
     "attention_weighted_cce",
     "attention_weights",
+    "bayesian_correlated_t_test",
     "cache_features",
     "check_weights_file",
     "class_weights",
     "classification_metrics",
     "convert_torchvision_state_dict",
+    "corrected_t_test",
     "custom_weighted_balanced_cce",
     "cwbcce_weights",
     "decode_image",
@@ -95,6 +106,7 @@ __all__ = [
     "grad_cam",
     "layerwise_decay",
     "list_class_images",
+    "mcnemar",
     "mobilenet_v2",
     "mobilenet_v2_preprocessing",
     "predict_images",

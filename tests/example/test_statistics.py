@@ -2,8 +2,9 @@
 
 Records are written by hand (no training): synthetic predictions per (experiment, fold), their
 metrics from `keras_freeze.classification_metrics`, as `experiment.evaluate` computes them.
-Every number is checked against a computation written out here from the papers' formulas, and
-the Bayesian test also against `baycomp` (an independent implementation) when it is installed.
+Every number is checked against a computation written out here from the papers' formulas; the
+tests themselves (`keras_freeze.corrected_t_test` ...) against SciPy and `baycomp` in
+tests/library/test_statistics.py.
 """
 
 import csv
@@ -17,8 +18,6 @@ import pytest
 import records
 import report
 import reproduce
-from hypothesis import given
-from hypothesis import strategies as st
 from scipy import stats
 
 import keras_freeze
@@ -121,21 +120,8 @@ def test_module_docstring_examples_run():
 
 
 # --------------------------------------------------------------------------------------
-# The corrected resampled t-test
+# The corrected resampled t-test of the records (the tests themselves: tests/library)
 # --------------------------------------------------------------------------------------
-def test_corrected_t_test_equals_the_closed_form_for_two_degrees_of_freedom():
-    # d = (0.01, 0.02, 0.03): mean 0.02, s^2 = 1e-4; factor 1/3 + 1/9 = 4/9; t = 0.02 / (0.02/3)
-    # = 3. Student's t with 2 df has F(t) = 1/2 + t / (2 sqrt(2 + t^2)) and the quantile
-    # t_q = a sqrt(2 / (1 - a^2)), a = 2q - 1.
-    t = paired.corrected_t_test([0.01, 0.02, 0.03], test_over_train=1 / 9)
-    assert t.k == 3 and t.df == 2 and t.var_factor == pytest.approx(4 / 9, abs=1e-15)
-    assert t.t == pytest.approx(3.0, abs=1e-12)
-    assert t.p == pytest.approx(1 - 3 / math.sqrt(11), abs=1e-12)
-    q = 0.95 * math.sqrt(2 / (1 - 0.95**2))
-    assert t.low == pytest.approx(0.02 - q * 0.02 / 3, abs=1e-12)
-    assert t.high == pytest.approx(0.02 + q * 0.02 / 3, abs=1e-12)
-
-
 def test_corrected_t_test_equals_a_hand_computation_from_the_records(tmp_path):
     recs = _write_run(tmp_path, folds=(1, 2, 3, 4))
     by_exp = _by_exp(recs)
@@ -160,74 +146,6 @@ def test_corrected_t_test_equals_a_hand_computation_from_the_records(tmp_path):
     half = stats.t.ppf(0.975, k - 1) * se
     assert c.t_test.low == pytest.approx(mean - half, abs=1e-9)
     assert c.t_test.high == pytest.approx(mean + half, abs=1e-9)
-
-
-@given(
-    st.lists(st.floats(-0.2, 0.2, allow_subnormal=False), min_size=3, max_size=10),
-    st.floats(0.01, 0.5),
-)
-def test_swapping_a_and_b_negates_the_difference_and_mirrors_the_posterior(d, ratio):
-    t, u = paired.corrected_t_test(d, ratio), paired.corrected_t_test([-x for x in d], ratio)
-    assert u.mean == pytest.approx(-t.mean, abs=1e-12) and u.p == pytest.approx(t.p, abs=1e-9)
-    p, q = (paired.bayesian_correlated_t_test(x, ratio) for x in (d, [-x for x in d]))
-    assert p.p_left + p.p_rope + p.p_right == pytest.approx(1.0, abs=1e-12)
-    assert min(p.p_left, p.p_rope, p.p_right) >= -1e-12
-    assert q.p_left == pytest.approx(p.p_right, abs=1e-9)
-    assert q.p_rope == pytest.approx(p.p_rope, abs=1e-9)
-
-
-def test_zero_variance_is_a_point_mass():
-    same = paired.corrected_t_test([0.02, 0.02, 0.02], 0.1)
-    assert same.p == 0.0 and same.low == same.high == pytest.approx(0.02)
-    assert paired.corrected_t_test([0.0, 0.0, 0.0], 0.1).p == 1.0
-    post = paired.bayesian_correlated_t_test([0.02, 0.02, 0.02], 0.1, rope=0.01)
-    assert (post.p_left, post.p_rope, post.p_right) == (0.0, 0.0, 1.0)
-    with pytest.raises(ValueError, match="at least 2 finite"):
-        paired.corrected_t_test([0.1], 0.1)
-
-
-# --------------------------------------------------------------------------------------
-# The Bayesian correlated t-test
-# --------------------------------------------------------------------------------------
-D10 = [0.012, 0.004, 0.019, -0.003, 0.008, 0.015, 0.001, 0.010, 0.006, 0.013]
-
-
-def test_bayesian_probabilities_match_the_formula_written_out():
-    # Student's t with 2 df written out: F(x) = 1/2 + z / (2 sqrt(2 + z^2)), z = (x - loc)/scale.
-    d, ratio, rope = [0.01, 0.02, 0.03], 1 / 9, 0.01
-    post = paired.bayesian_correlated_t_test(d, ratio, rope)
-    scale = math.sqrt((1 / 3 + ratio) * 1e-4)  # rho / (1 - rho) = n_test / n_train
-
-    def cdf(x):
-        z = (x - 0.02) / scale
-        return 0.5 + z / (2 * math.sqrt(2 + z * z))
-
-    assert post.p_left == pytest.approx(cdf(-rope), abs=1e-12)
-    assert post.p_right == pytest.approx(1 - cdf(rope), abs=1e-12)
-    assert post.p_rope == pytest.approx(cdf(rope) - cdf(-rope), abs=1e-12)
-    assert post.p_left + post.p_rope + post.p_right == pytest.approx(1.0, abs=1e-15)
-
-
-def test_bayesian_probabilities_match_monte_carlo_sampling():
-    post = paired.bayesian_correlated_t_test(D10, 1 / 9, rope=0.01)
-    rng = np.random.default_rng(0)
-    d = np.asarray(D10)
-    scale = math.sqrt((1 / 10 + 1 / 9) * d.var(ddof=1))
-    mu = d.mean() + scale * rng.standard_t(9, 400_000)
-    sampled = [np.mean(mu < -0.01), np.mean(np.abs(mu) <= 0.01), np.mean(mu > 0.01)]
-    assert [post.p_left, post.p_rope, post.p_right] == pytest.approx(sampled, abs=0.005)
-
-
-def test_bayesian_probabilities_match_baycomp():
-    baycomp = pytest.importorskip("baycomp")
-    # baycomp's correlation is 1 / k (k folds of one cross-validation): n_test / n_train =
-    # 1 / (k - 1); its difference is y - x, so x is B and y is A.
-    b = np.linspace(0.90, 0.95, 10)
-    a = b + np.asarray(D10)
-    for rope in (0.005, 0.01, 0.02):
-        post = paired.bayesian_correlated_t_test(a - b, 1 / 9, rope=rope)
-        theirs = baycomp.CorrelatedTTest.probs(b, a, rope=rope)
-        assert [post.p_left, post.p_rope, post.p_right] == pytest.approx(theirs, abs=1e-9)
 
 
 # --------------------------------------------------------------------------------------
@@ -281,19 +199,6 @@ def test_mcnemar_counts_equal_those_of_the_saved_predictions(tmp_path):
     ]
     assert row["mcnemar_method"] == "exact binomial" and row["mcnemar_statistic"] == ""
     assert "| 4 / 4 of 15 | 1.0000 (exact binomial) |" in (tmp_path / "statistics.md").read_text()
-
-
-def test_mcnemar_exact_and_chi_square_by_hand():
-    a = [True] * 3 + [False] * 1 + [True] * 5
-    b = [False] * 3 + [True] * 1 + [True] * 5
-    mc = paired.mcnemar(a, b)  # b = 3, c = 1: 2 * P(Bin(4, 1/2) <= 1) = 2 * 5 / 16
-    assert (mc.a_only, mc.b_only, mc.method, mc.p) == (3, 1, "exact binomial", 0.625)
-    a = [True] * 30 + [False] * 10
-    b = [False] * 30 + [True] * 10
-    mc = paired.mcnemar(a, b)  # chi^2 = (|30 - 10| - 1)^2 / 40; P(chi^2_1 > x) = erfc(sqrt(x/2))
-    assert mc.method == "chi-square, continuity corrected" and mc.statistic == 361 / 40
-    assert mc.p == pytest.approx(math.erfc(math.sqrt(361 / 80)), abs=1e-12)
-    assert paired.mcnemar([True, False], [True, False]).p == 1.0  # no discordant pair
 
 
 # --------------------------------------------------------------------------------------
@@ -379,7 +284,7 @@ def test_fewer_than_three_paired_folds_give_the_text_not_a_number(tmp_path):
 
 def test_verdict_says_what_the_posterior_supports():
     def comparison(diffs):
-        post = paired.bayesian_correlated_t_test(diffs, 1 / 9)
+        post = keras_freeze.bayesian_correlated_t_test(diffs, 1 / 9)
         fields = ("freeze", "freeze", "covid-net", "macro", "f1", (1, 2, 3), (), (), 1 / 9)
         c = paired.Comparison(*fields, t_test=None, posterior=post, mcnemar=None, alpha_ratios=())
         return c.verdict()
