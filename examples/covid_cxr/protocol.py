@@ -1,41 +1,21 @@
 """The paper's protocol as constants: experiments, reported numbers and default settings.
 
-Roy & Khurana, "Mobile Freeze-Net with Attention-based Loss Function for Covid-19 Detection
-from an Imbalanced CXR Dataset", ACM SAC 2023 (https://doi.org/10.1145/3555776.3577825).
-Nothing here runs anything; `reproduce.py` and its sibling modules read these values.
+Roy & Khurana, ACM SAC 2023 (https://doi.org/10.1145/3555776.3577825). Nothing here runs.
 
-Example:
-    >>> import protocol
-    >>> protocol.EXPERIMENTS[:4]
-    ('covid-net', 'covid-lite', 'inception-v3', 'resnet18-cwbce')
-    >>> protocol.EXPERIMENTS[4:]
-    ('finetune', 'freeze', 'stochastic', 'freeze+attention')
-    >>> protocol.slug("freeze+attention")
-    'freeze_attention'
-    >>> protocol.PAPER_TABLE1["freeze+attention"]["f1"]
-    0.95
+>>> EXPERIMENTS[4:], slug("freeze+attention"), PAPER_TABLE1["freeze+attention"]["f1"]
+(('finetune', 'freeze', 'stochastic', 'freeze+attention'), 'freeze_attention', 0.95)
 """
 
 from __future__ import annotations
 
-# The Kaggle COVID-19 Radiography Database's class folders, in the paper's label order, its
-# folder name, its class sizes, and the label codes of the authors' fold lists.
+# The Kaggle data set's classes (paper's label order), folder, class sizes, authors' label codes.
 CLASS_NAMES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 DATASET_DIRNAME = "COVID-19_Radiography_Dataset"
 PAPER_COUNTS = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
 AUTHOR_LABELS = {0: "COVID", 1: "Normal", 2: "Viral Pneumonia", 3: "Lung_Opacity"}
 # Table 1's eight rows, in its order: four other architectures, then MobileNetV2's four.
-EXPERIMENTS = (
-    "covid-net",
-    "covid-lite",
-    "inception-v3",
-    "resnet18-cwbce",
-    "finetune",
-    "freeze",
-    "stochastic",
-    "freeze+attention",
-)
 MOBILENET_EXPERIMENTS = ("finetune", "freeze", "stochastic", "freeze+attention")
+EXPERIMENTS = ("covid-net", "covid-lite", "inception-v3", "resnet18-cwbce", *MOBILENET_EXPERIMENTS)
 # Experiment -> architecture of `models.MODELS` (MobileNetV2 is built by `backbone.py`).
 ARCHITECTURES = {
     "covid-net": "covid-net",
@@ -44,8 +24,7 @@ ARCHITECTURES = {
     "resnet18-cwbce": "resnet18",
     **{e: "mobilenetv2" for e in MOBILENET_EXPERIMENTS},
 }
-# Published input side of each architecture (with --data-dir and no --image-size every model
-# trains at its own); `models.MODELS[...].input_size` holds the same numbers, with sources.
+# Published input side of each architecture (as `models.MODELS[...].input_size`).
 INPUT_SIZES = {
     "covid-net": 480,
     "covid-lite": 224,
@@ -53,29 +32,22 @@ INPUT_SIZES = {
     "resnet18": 224,
     "mobilenetv2": 224,
 }
-# Smallest input side an architecture accepts (`models.MODELS[...].min_size`; Keras'
-# InceptionV3 needs 75 px); the others take the example's minimum, 32.
+# Smallest input side (`models.MODELS[...].min_size`) where above the example's minimum, 32.
 MIN_SIZES = {"covid-lite": 64, "inception-v3": 75}
-# Architectures with a MaxPooling2D layer (no deterministic GPU gradient in XLA or TensorFlow;
-# see `experiment.check_deterministic`).
+# Architectures with a MaxPooling2D layer (no deterministic GPU gradient in XLA or TensorFlow).
 MAX_POOLING = ("covid-net", "covid-lite", "inception-v3", "resnet18")
 # Architectures trained from ImageNet weights in the paper (the others from scratch).
 PRETRAINED = ("inception-v3", "mobilenetv2")
-# --feature-cache: the experiments whose frozen layers form a prefix (ordered freeze), the modes
-# and the storage dtypes.
+# --feature-cache: the ordered-freeze experiments (a frozen prefix), the modes, storage dtypes.
 FEATURE_CACHE_EXPERIMENTS = ("freeze", "freeze+attention")
 FEATURE_CACHE_MODES = ("auto", "on", "off")
 FEATURE_CACHE_DTYPES = ("float16", "float32")
 METRICS = ("f1", "accuracy", "precision", "recall", "auc")
 # --precision: Keras dtype policies.
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-METRIC_TITLES = {
-    "f1": "F1 score",
-    "accuracy": "Accuracy",
-    "precision": "Precision",
-    "recall": "Recall",
-    "auc": "AUC",
-}
+METRIC_TITLES = dict(
+    zip(METRICS, ("F1 score", "Accuracy", "Precision", "Recall", "AUC"), strict=True)
+)
 EXPERIMENT_TITLES = {
     "covid-net": "Covid-Net (train from scratch)",
     "covid-lite": "Covid-Lite (train from scratch)",
@@ -88,45 +60,27 @@ EXPERIMENT_TITLES = {
 }
 # Inception-V3's row label when it does not start from ImageNet weights (see `title`).
 INCEPTION_RANDOM_TITLE = "Inception-V3 (random init, not ImageNet; 100% training)"
-# Table 1 of the paper (macro average on the test set).
+# Table 1 of the paper (macro average on the test set): f1, accuracy, precision, recall, auc.
 PAPER_TABLE1 = {
-    "covid-net": {"f1": 0.87, "accuracy": 0.87, "precision": 0.88, "recall": 0.86, "auc": 0.88},
-    "covid-lite": {"f1": 0.86, "accuracy": 0.85, "precision": 0.86, "recall": 0.87, "auc": 0.88},
-    "inception-v3": {"f1": 0.78, "accuracy": 0.80, "precision": 0.77, "recall": 0.79, "auc": 0.80},
-    "resnet18-cwbce": {
-        "f1": 0.93,
-        "accuracy": 0.92,
-        "precision": 0.93,
-        "recall": 0.94,
-        "auc": 0.98,
-    },
-    "finetune": {"f1": 0.91, "accuracy": 0.89, "precision": 0.91, "recall": 0.91, "auc": 0.95},
-    "freeze": {"f1": 0.94, "accuracy": 0.93, "precision": 0.93, "recall": 0.94, "auc": 0.98},
-    "stochastic": {"f1": 0.93, "accuracy": 0.92, "precision": 0.94, "recall": 0.92, "auc": 0.98},
-    "freeze+attention": {
-        "f1": 0.95,
-        "accuracy": 0.95,
-        "precision": 0.96,
-        "recall": 0.95,
-        "auc": 0.99,
-    },
+    experiment: dict(zip(METRICS, values, strict=True))
+    for experiment, values in (
+        ("covid-net", (0.87, 0.87, 0.88, 0.86, 0.88)),
+        ("covid-lite", (0.86, 0.85, 0.86, 0.87, 0.88)),
+        ("inception-v3", (0.78, 0.80, 0.77, 0.79, 0.80)),
+        ("resnet18-cwbce", (0.93, 0.92, 0.93, 0.94, 0.98)),
+        ("finetune", (0.91, 0.89, 0.91, 0.91, 0.95)),
+        ("freeze", (0.94, 0.93, 0.93, 0.94, 0.98)),
+        ("stochastic", (0.93, 0.92, 0.94, 0.92, 0.98)),
+        ("freeze+attention", (0.95, 0.95, 0.96, 0.95, 0.99)),
+    )
 }
-# Table 2 of the paper (weighted average, mean and std over the 10 folds).
+# Table 2 of the paper (weighted average over the 10 folds): (mean, std) of each metric.
 PAPER_TABLE2 = {
-    "freeze": {
-        "f1": (0.930, 0.006),
-        "accuracy": (0.930, 0.006),
-        "precision": (0.931, 0.005),
-        "recall": (0.929, 0.006),
-        "auc": (0.986, 0.002),
-    },
-    "freeze+attention": {
-        "f1": (0.940, 0.004),
-        "accuracy": (0.939, 0.004),
-        "precision": (0.940, 0.004),
-        "recall": (0.939, 0.004),
-        "auc": (0.988, 0.002),
-    },
+    experiment: dict(zip(METRICS, zip(means, stds, strict=True), strict=True))
+    for experiment, means, stds in (
+        ("freeze", (0.930, 0.930, 0.931, 0.929, 0.986), (0.006, 0.006, 0.005, 0.006, 0.002)),
+        ("freeze+attention", (0.940, 0.939, 0.940, 0.939, 0.988), (0.004,) * 4 + (0.002,)),
+    )
 }
 
 # The paper's protocol, used with --data-dir.
@@ -196,16 +150,9 @@ def learning_rate(experiment, lr, finetune_lr):
 
 
 def weights_for(experiment, weights):
-    """Initial weights of ``experiment``'s model under ``--weights weights``.
-
-    MobileNetV2 takes ``--weights`` as given. Inception-V3 starts from ImageNet only with
-    ``--weights imagenet`` (Keras downloads them; no package ships them offline), else from
-    random init. Covid-Net, Covid-Lite and ResNet-18 train from scratch, as in the paper.
-
-    Example:
-        >>> weights_for("freeze", "torchvision"), weights_for("inception-v3", "torchvision")
-        ('torchvision', None)
-    """
+    """Initial weights of ``experiment``'s model under ``--weights weights``: MobileNetV2 takes
+    them as given, Inception-V3 ImageNet's only with ``imagenet`` (else random init), the
+    others none (trained from scratch, as in the paper)."""
     arch = ARCHITECTURES[experiment]
     if arch == "mobilenetv2":
         return weights
@@ -215,14 +162,8 @@ def weights_for(experiment, weights):
 
 
 def title(experiment, weights):
-    """Row label of ``experiment`` whose model started from ``weights`` (see `weights_for`).
-
-    Inception-V3 without ImageNet weights is labelled so: the paper fine-tuned ImageNet's.
-
-    Example:
-        >>> title("inception-v3", None)
-        'Inception-V3 (random init, not ImageNet; 100% training)'
-    """
+    """Row label of ``experiment`` started from ``weights`` (Inception-V3 without ImageNet's says
+    so: the paper fine-tuned ImageNet's)."""
     if experiment == "inception-v3" and weights is None:
         return INCEPTION_RANDOM_TITLE
     return EXPERIMENT_TITLES[experiment]
