@@ -1,20 +1,12 @@
 """``reproduce.py predict``: classify new chest X-rays with a model saved by ``--save-models``.
 
-Takes image files and folders. A folder of class sub-folders (names among the model's classes; a
-test set may lack some) gives each image its true class, and the metrics
-(``keras_freeze.classification_metrics``) are printed and written; any other folder is read as
-unlabelled images. Decoding and scaling are the training's (`saved.ModelInfo`,
-``keras_freeze.ImageDataset``). Unreadable files are skipped, counted and named, never dropped
-silently. Writes one CSV row per readable image: ``path``, ``predicted``, ``true`` (class folders
-only), then one probability column per class, rounded as the run's records store them, so the
-metrics of a fold's test files equal the record's.
+Class sub-folders (among the model's classes) label their images, and the metrics are written;
+unreadable images are skipped and named. The CSV's probabilities are rounded as the run's records
+store them, so a fold's test files give the record's metrics.
 """
-
-from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import experiment
@@ -30,7 +22,6 @@ import keras_freeze
 
 
 def build_parser() -> Parser:
-    """The parser of ``reproduce.py predict``."""
     p = Parser(
         prog="reproduce.py predict",
         description="Classify images with a model saved by reproduce.py --save-models; with "
@@ -39,7 +30,7 @@ def build_parser() -> Parser:
     p.add_argument("images", nargs="+", type=Path, metavar="PATH", help="image files or folders.")
     p.add_argument("--model", type=Path, required=True, metavar="M.keras", help="saved model.")
     p.add_argument(
-        "--out", type=Path, default=Path("predictions.csv"), help="CSV file (default: %(default)s)."
+        "--out", type=Path, default="predictions.csv", help="CSV file (default: %(default)s)."
     )
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="default: %(default)s.")
     p.add_argument(
@@ -52,37 +43,25 @@ def build_parser() -> Parser:
 
 
 def gather(inputs, class_names) -> tuple[list[str], list[int | None], list]:
-    """The image paths of ``inputs``, their true class (``None``: unlabelled), and what was
-    skipped while listing.
-
-    Raises:
-        ValueError: a path that does not exist, a class folder the model does not know, or no
-            image at all.
-    """
+    """The image paths of ``inputs``, their true class (None: unlabelled), and the skipped."""
     paths, labels, skipped = [], [], []
-    for item in inputs:
-        item = Path(item).expanduser()
-        if item.is_file():
-            paths.append(str(item))
-            labels.append(None)
-            continue
-        if not item.is_dir():
+    for item in (Path(i).expanduser() for i in inputs):
+        if not (item.is_file() or item.is_dir()):
             raise ValueError(f"Expected image files or folders. Received: {str(item)!r} (missing)")
-        folders = sorted(d.name for d in item.iterdir() if d.is_dir() and d.name[0] != ".")
-        unknown = [f for f in folders if f not in class_names]
-        if folders and unknown:
+        entries = sorted(item.iterdir(), key=str) if item.is_dir() else []
+        folders = [d.name for d in entries if d.is_dir() and d.name[0] != "."]
+        if unknown := [f for f in folders if f not in class_names]:
             raise ValueError(
                 f"Expected class folders among the model's classes {list(class_names)}. "
                 f"Received: {unknown} in {str(item)!r}"
             )
-        listed = keras_freeze.list_class_images(item, class_names=folders) if folders else None
-        if listed is None:  # a folder of images
-            found = sorted(
-                str(p) for p in item.iterdir() if p.suffix.lower() in keras_freeze.IMAGE_EXTENSIONS
-            )
+        if not folders:  # an image, or a folder of images
+            found = [str(p) for p in entries if p.suffix.lower() in keras_freeze.IMAGE_EXTENSIONS]
+            found = found if item.is_dir() else [str(item)]
             paths += found
             labels += [None] * len(found)
             continue
+        listed = keras_freeze.list_class_images(item, class_names=folders)
         paths += listed.paths
         labels += [class_names.index(folders[k]) for k in listed.labels.tolist()]
         skipped += listed.skipped
@@ -92,33 +71,13 @@ def gather(inputs, class_names) -> tuple[list[str], list[int | None], list]:
 
 
 def predict(model, info: saved.ModelInfo, paths, batch_size: int):
-    """Probabilities of the readable ``paths`` (rounded as records store them), their
-    positions, and ``(path, reason)`` of the unreadable ones."""
+    """Stored-rounded probabilities of the readable ``paths``, their positions, the unreadable."""
     good, bad = keras_freeze.scan_images(paths, full=True)
     if len(good) == 0:
         raise ValueError(f"Expected a readable image. Received: none of {len(paths)} ({bad[:2]})")
-    dataset = keras_freeze.ImageDataset(
-        [paths[i] for i in good],
-        np.zeros(len(good), dtype=int),
-        num_classes=len(info.class_names),
-        image_size=info.image_size,
-        batch_size=batch_size,
-        preprocess=info.preprocess,
-    )
+    dataset = info.dataset([paths[i] for i in good], batch_size)
     probs, kept = keras_freeze.predict_images(model, dataset)
-    stored = experiment.stored_probabilities(probs)  # as the records store them
-    return np.asarray(stored, dtype=np.float64), good[kept], bad
-
-
-def _csv(paths, rows, labels, class_names) -> str:
-    labelled = any(label is not None for label in labels)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "predicted", *(["true"] if labelled else []), *class_names])
-    for path, probs, label in zip(paths, rows, labels, strict=True):
-        true = [class_names[label] if label is not None else ""] if labelled else []
-        w.writerow([path, class_names[int(np.argmax(probs))], *true, *(f"{p:.6f}" for p in probs)])
-    return buf.getvalue()
+    return np.asarray(experiment.stored_probabilities(probs), dtype=np.float64), good[kept], bad
 
 
 def main(argv) -> int:
@@ -134,34 +93,32 @@ def main(argv) -> int:
         parser.error(str(e))
     for path, reason in [*skipped, *bad]:
         log(f"[predict] skipped {path}: {reason}")
-    kept_paths = [paths[i] for i in kept]
-    kept_labels = [labels[i] for i in kept]
-    records.atomic_write_text(args.out, _csv(kept_paths, probs, kept_labels, info.class_names))
+    paths, labels, names = [paths[i] for i in kept], [labels[i] for i in kept], info.class_names
+    labelled = any(y is not None for y in labels)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "predicted", *(["true"] if labelled else []), *names])
+    for path, row, y in zip(paths, probs, labels, strict=True):
+        true = [names[y] if y is not None else ""] if labelled else []
+        w.writerow([path, names[int(np.argmax(row))], *true, *(f"{p:.6f}" for p in row)])
+    records.atomic_write_text(args.out, buf.getvalue())
     log(
         f"[predict] {len(kept)} image(s) classified, {len(bad) + len(skipped)} skipped "
         f"(unreadable or not images); {args.out}"
     )
-    if kept_labels and all(label is not None for label in kept_labels):
-        _write_metrics(args.out, kept_labels, probs, info.class_names)
+    if labels and all(y is not None for y in labels):
+        metrics = keras_freeze.classification_metrics(
+            np.asarray(labels, dtype=int), probs, class_names=list(names), zero_division=0.0
+        ).to_dict()
+        records.atomic_write_json(path := args.out.with_suffix(".metrics.json"), metrics)
+        m = metrics["macro"]
+        log(
+            f"[predict] macro F1 {fmt(m['f1'])}, accuracy {fmt(m['accuracy'])}, precision "
+            f"{fmt(m['precision'])}, recall {fmt(m['recall'])}, AUC {fmt(m['auc'])}; {path}"
+        )
     if args.explain:
-        folder = Path(args.out).parent
         for png in explain.write_galleries(
-            folder, model, info, kept_paths, kept_labels, probs, tag="predict"
+            args.out.parent, model, info, paths, labels, probs, tag="predict"
         ):
             log(f"[predict] Grad-CAM: {png}")
     return 0
-
-
-def _write_metrics(out: Path, labels, probs, class_names):
-    """Prints and writes (``<out>.metrics.json``) the metrics of labelled images."""
-    report = keras_freeze.classification_metrics(
-        np.asarray(labels, dtype=int), probs, class_names=list(class_names), zero_division=0.0
-    )
-    metrics = report.to_dict()
-    path = Path(out).with_suffix(".metrics.json")
-    records.atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
-    m = metrics["macro"]
-    log(
-        f"[predict] macro F1 {fmt(m['f1'])}, accuracy {fmt(m['accuracy'])}, precision "
-        f"{fmt(m['precision'])}, recall {fmt(m['recall'])}, AUC {fmt(m['auc'])}; {path}"
-    )
