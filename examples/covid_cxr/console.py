@@ -22,16 +22,14 @@ def fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if finite else "n/a"
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's paragraphs and the examples' line breaks."""
-
-
 class Parser(argparse.ArgumentParser):
     """An `argparse.ArgumentParser` whose errors are one line on stderr, exit code 2, and that
-    takes no abbreviated option (``--epoch`` is refused, not read as ``--epochs``)."""
+    takes no abbreviated option (``--epoch`` is refused, not read as ``--epochs``); the
+    description's paragraphs and the examples' line breaks are kept."""
 
     def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, formatter_class=_HelpFormatter, **kwargs)
+        formatter = argparse.RawDescriptionHelpFormatter
+        super().__init__(allow_abbrev=False, formatter_class=formatter, **kwargs)
 
     def error(self, message):
         message = " ".join(str(message).split())  # one line, whatever the message held

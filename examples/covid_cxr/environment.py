@@ -1,19 +1,7 @@
-"""The environment of a process that trains, set before Keras' backend starts.
+"""A training process's environment, set before Keras' backend starts (imports no backend).
 
-The backends read these settings once, when they start: `quiet_backends` silences their C++
-start-up lines, `configure_process` sets ``--threads`` and ``--deterministic``. This module
-imports no backend, so `reproduce.py` and every unit process call it first.
-
-What a unit's numbers depend on besides its settings and seed: on a CPU, its thread count (the
-kernels split their float32 sums by it); on a GPU, kernels that sum with atomics or that
-autotuning picks by timing, which other units' load changes. ``--deterministic`` removes both:
-deterministic kernels on every backend and, unless ``--threads`` is given, one CPU thread per
-unit, so ``--jobs N`` and ``--shard K/N`` give exactly the records of ``--jobs 1``. Without it
-the CPU backends are deterministic at a fixed thread count, so ``--jobs N --threads T`` still
-equals ``--jobs 1 --threads T``.
+What a unit's numbers depend on (threads, kernels): docs/covid_cxr.md, "Scaling the protocol".
 """
-
-from __future__ import annotations
 
 import atexit
 import os
@@ -21,13 +9,9 @@ import re
 import sys
 import threading
 
-# XLA's flag for deterministic GPU kernels (JAX; TensorFlow has TF_DETERMINISTIC_OPS).
 XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
 _DETERMINISM_ENV = ("TF_DETERMINISTIC_OPS", "XLA_FLAGS", "CUBLAS_WORKSPACE_CONFIG")
-# TensorFlow's C++ start-up lines (absl's "before InitializeLog" warning, oneDNN,
-# cpu_feature_guard and its continuation line, tf.data's "Memory patch applied"): absl writes
-# them to the process' stderr whatever TF_CPP_MIN_LOG_LEVEL says (TensorFlow 2.21), so they are
-# filtered out of it. Errors (E, F lines) and everything else pass.
+# TensorFlow's C++ start-up lines (absl ignores TF_CPP_MIN_LOG_LEVEL); E and F lines pass.
 _NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} [\d:.]+ +\d+ "
     rb"\S+:\d+\]|To enable the following instructions:)"
@@ -37,12 +21,7 @@ _filtering = False  # whether this process' stderr already goes through the filt
 
 
 def quiet_backends(verbose: bool = False):
-    """Filters the backends' C++ start-up and info lines out of this process' stderr.
-
-    Call it once, in the main process, before Keras is imported. With ``verbose`` nothing
-    changes. Python's own output (warnings, tracebacks) passes through the filter unchanged;
-    the original stderr is restored at exit, after the filter has written everything.
-    """
+    """Filters the backends' C++ start-up lines out of stderr (call before importing Keras)."""
     global _filtering
     if verbose or _filtering:
         return
@@ -71,53 +50,28 @@ def quiet_backends(verbose: bool = False):
 
 
 def process_settings(threads, deterministic=False):
-    """Environment of a unit process: ``threads`` CPU threads, GPU memory on demand and, with
-    ``deterministic``, deterministic kernels (TensorFlow's op determinism, XLA's deterministic
-    GPU ops for JAX, cuBLAS' fixed workspace for PyTorch).
+    """A unit process's environment: ``threads`` CPU threads, GPU memory on demand and, with
+    ``deterministic``, deterministic kernels (TensorFlow, XLA, cuBLAS).
 
-    Set before Keras' backend starts (the backends read it once).
-
-    Example:
-        >>> env = process_settings(4)
-        >>> env["OMP_NUM_THREADS"], env["TF_FORCE_GPU_ALLOW_GROWTH"]
-        ('4', 'true')
-        >>> process_settings(1, deterministic=True)["TF_DETERMINISTIC_OPS"]
-        '1'
+    >>> process_settings(4)["OMP_NUM_THREADS"], process_settings(4)["TF_FORCE_GPU_ALLOW_GROWTH"]
+    ('4', 'true')
     """
-    threads = str(int(threads))
-    env = {
-        "OMP_NUM_THREADS": threads,
-        "MKL_NUM_THREADS": threads,
-        "TF_NUM_INTRAOP_THREADS": threads,
-        "TF_NUM_INTEROP_THREADS": "2",
-        "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # TensorFlow: allocate GPU memory on demand
-        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",  # JAX: no 75% preallocation per process
-        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1"),
-    }
+    t = str(int(threads))
+    env = dict.fromkeys(("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"), t)
+    env["TF_NUM_INTEROP_THREADS"] = "2"
+    env.update(TF_FORCE_GPU_ALLOW_GROWTH="true", XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    env["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")
     if deterministic:
         xla_flags = os.environ.get("XLA_FLAGS", "")
         if XLA_DETERMINISTIC not in xla_flags.split():
             xla_flags = f"{xla_flags} {XLA_DETERMINISTIC}".strip()
-        env.update(
-            TF_DETERMINISTIC_OPS="1",
-            XLA_FLAGS=xla_flags,  # also turns XLA's timing-based autotuning off
-            CUBLAS_WORKSPACE_CONFIG=":4096:8",  # required by torch's deterministic cuBLAS
-        )
+        env.update(TF_DETERMINISTIC_OPS="1", XLA_FLAGS=xla_flags, CUBLAS_WORKSPACE_CONFIG=":4096:8")
     return env
 
 
 def configure_process(threads, deterministic=False):
-    """``--threads`` and ``--deterministic`` in this process, before Keras' backend starts.
-
-    Sets `process_settings` (read by the backends when they start) and, for PyTorch, which is
-    configured by calls: its thread count and, with ``deterministic``, its deterministic
-    algorithms (``warn_only``: an operation without a deterministic kernel warns rather than
-    stops the unit) without cuDNN's timing-based algorithm search.
-
-    Args:
-        threads: CPU threads, or None to leave the backends' own default.
-        deterministic: whether to ask for deterministic kernels.
-    """
+    """Sets ``--threads`` (``None``: the backends' default) and ``--deterministic`` here: the
+    `process_settings` and, on PyTorch, its thread count and deterministic algorithms."""
     env = process_settings(threads or 1, deterministic)
     if threads is None:  # only what determinism needs
         env = {k: v for k, v in env.items() if k in _DETERMINISM_ENV}
@@ -127,8 +81,7 @@ def configure_process(threads, deterministic=False):
     if deterministic:
         import keras  # deferred: this module is imported before the backend starts
 
-        if keras.backend.backend() == "torch":
-            import torch
-
+        if keras.backend.backend() == "torch":  # Keras imported torch
+            torch = sys.modules["torch"]
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False

@@ -1,53 +1,15 @@
 #!/usr/bin/env python
-"""Reproduce Tables 1 and 2 of Roy & Khurana (ACM SAC 2023).
+"""Reproduce Tables 1 and 2 of Roy & Khurana, "Mobile Freeze-Net with Attention-based Loss Function
+for Covid-19 Detection from an Imbalanced CXR Dataset" (ACM SAC 2023).
 
-"Mobile Freeze-Net with Attention-based Loss Function for Covid-19 Detection from an
-Imbalanced CXR Dataset" (https://doi.org/10.1145/3555776.3577825).
-
-Table 1's eight rows, each on one or more cross-validation folds:
-
-* ``covid-net``, ``covid-lite``  Covid-Net and Covid-Lite, trained from scratch (`models.py`).
-* ``inception-v3``      Inception-V3, every layer trained (ImageNet weights with
-                        ``--weights imagenet``, else random init, labelled so).
-* ``resnet18-cwbce``    ResNet-18 from scratch with ``keras_freeze.CustomWeightedBalancedCCE``.
-* ``finetune``          ImageNet MobileNetV2, every layer trained (100% fine-tuning).
-* ``freeze``            Mobile Freeze-Net: the first 50% of the backbone's layers frozen
-                        (``keras_freeze.freeze_fraction(base, 0.5)`` = ``base.layers[:77]``).
-* ``stochastic``        a seeded random 50% of the backbone's layers frozen.
-* ``freeze+attention``  Mobile Freeze-Net trained with ``keras_freeze.AttentionWeightedCCE``,
-                        alpha estimated by ``keras_freeze.estimate_class_attention`` on the
-                        training split of each fold (or the paper's published alpha).
-
-MobileNetV2's and Inception-V3's head (as in the paper): ``GlobalMaxPooling2D -> Dense(4,
-softmax)`` (one unit per class); the other three keep their published heads.
-
-``--data-dir`` may also be any folder of two or more class sub-folders (names from the
-folders); the tables then show those classes and no paper rows.
-
-Without ``--data-dir`` the script runs its *embedded default*: it generates a small
-synthetic, CXR-like data set in the Kaggle layout (no download) and trains with a reduced
-budget so that all eight experiments finish in minutes on a CPU.  Those numbers say nothing
-about the paper's claims on real radiographs; every output file says the data are synthetic.
-
-With ``--data-dir`` pointing at the Kaggle "COVID-19 Radiography Database" the defaults are
-the paper's protocol: each model at its published input side (MobileNetV2 224 px), batch 8,
-Adam 1e-4 (1e-5 for ``finetune``, as in the authors' full fine-tuning notebook),
-EarlyStopping(val_loss, patience 5, best weights restored), 10 folds, ImageNet weights,
-inputs rescaled by 1/255.
-
-``--jobs N`` runs N units at once in separate processes, ``--shard K/N`` one shard of the plan
-(e.g. a Slurm job array), ``reproduce.py report DIR [DIR ...] --out DIR`` merges the output
-folders, ``--precision mixed_float16`` trains in mixed precision (`runner.py`).
-
-Run ``python examples/covid_cxr/reproduce.py --help`` for every option.  The script is a
-plain user of the ``keras_freeze`` library; the library never imports it. Data flow one way:
-command line -> `settings.Settings` -> `data.prepare_data` -> `runner` (units of
-`experiment.run_one`) -> `records` -> `report`.
+Without ``--data-dir``: the embedded default, on SYNTHETIC data; with it, the paper's protocol.
+The experiments, options and outputs: docs/covid_cxr.md and ``reproduce.py --help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 import sys
@@ -71,9 +33,6 @@ USAGE = (
 )
 
 
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
 def _paragraphs(text, width=88):
     return "\n\n".join(textwrap.fill(par, width) for par in text.split("\n\n"))
 
@@ -111,8 +70,7 @@ EPILOG = (
 
 
 def build_parser():
-    """Returns the argument parser of the command (see ``--help``): one option per field of
-    `Settings`, with the field's help; an option not given is ``None`` (see `Settings.create`)."""
+    """The command's parser: one option per field of `Settings` (``None`` when not given)."""
     p = Parser(prog="reproduce.py", usage=USAGE, description=DESCRIPTION, epilog=EPILOG)
     for field in dataclasses.fields(Settings):
         options = dict(field.metadata)
@@ -125,17 +83,6 @@ def build_parser():
             options["action"] = "store_true"
         p.add_argument("--" + field.name.replace("_", "-"), default=None, **options)
     return p
-
-
-# --------------------------------------------------------------------------------------
-# Main
-# --------------------------------------------------------------------------------------
-def _embedded_banner():
-    log("=" * 78)
-    log("EMBEDDED DEFAULT: SYNTHETIC DATA. No --data-dir given, so this run trains on a")
-    log("generated, CXR-like toy data set with a reduced budget. Its numbers say nothing")
-    log("about the paper's claims; pass --data-dir for the Kaggle data.")
-    log("=" * 78)
 
 
 def build_report_parser():
@@ -191,27 +138,20 @@ def parse_settings(argv, parser=None) -> Settings:
     """The run's `Settings` from the command line ``argv`` (without the program name).
 
     Raises:
-        ValueError: a value out of range or a path that cannot be used (``main`` prints it as
-            one line and exits with code 2, as for a malformed option).
+        ValueError: a value out of range or a path that cannot be used.
     """
     namespace = (parser or build_parser()).parse_args(argv)
     return Settings.create(**vars(namespace))
 
 
 def main(argv=None):
+    """The command, on ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["report"]:
         return report_main(argv[1:])
-    if argv[:1] == ["predict"]:
+    if argv[:1] in (["predict"], ["export"]):
         environment.quiet_backends()
-        import predict  # deferred: imports Keras
-
-        return predict.main(argv[1:])
-    if argv[:1] == ["export"]:
-        environment.quiet_backends()
-        import export  # deferred: imports Keras
-
-        return export.main(argv[1:])
+        return importlib.import_module(argv[0]).main(argv[1:])  # deferred: imports Keras
     parser = build_parser()
     try:
         settings = parse_settings(argv, parser)
@@ -223,7 +163,11 @@ def main(argv=None):
         pass
     t0 = time.perf_counter()
     if settings.embedded:
-        _embedded_banner()
+        log("=" * 78)
+        log("EMBEDDED DEFAULT: SYNTHETIC DATA. No --data-dir given, so this run trains on a")
+        log("generated, CXR-like toy data set with a reduced budget. Its numbers say nothing")
+        log("about the paper's claims; pass --data-dir for the Kaggle data.")
+        log("=" * 78)
     environment.quiet_backends(settings.verbose)
     # This process may train units too: its threads are set before the backend starts.
     environment.configure_process(settings.threads, settings.deterministic)
@@ -232,8 +176,7 @@ def main(argv=None):
 
 def _run(parser, settings: Settings, argv, t0) -> int:
     """Checks the weights and the data, runs the plan and writes the reports; the exit code."""
-    # Imported after the settings are checked, so that --help and a bad option are fast and
-    # the backend starts with the environment set by `main` (they import Keras).
+    # Imported once the settings are checked and the environment set (they import Keras).
     import data
     import experiment
     import records
@@ -248,7 +191,6 @@ def _run(parser, settings: Settings, argv, t0) -> int:
     out = settings.out
     env = records.environment()
     log(f"[setup] Keras {env['keras_version']} on {env['backend']}; output in {out}")
-    # Every data folder, fold list and class folder is checked here, before any training.
     try:
         dataset = data.prepare_data(settings)
         experiment.load_imagenet(settings)  # Keras' download, before any training
@@ -257,20 +199,19 @@ def _run(parser, settings: Settings, argv, t0) -> int:
         parser.error(str(e))
     ctx = experiment.RunContext(settings, dataset)
     units = {e: experiment.Unit.of(settings, e) for e in settings.experiments}
-    records.atomic_write_json(
-        out / "run_config.json", _run_config(settings, argv, dataset, units, env)
-    )
+    config = _run_config(settings, argv, dataset, units, env)
+    records.atomic_write_json(out / "run_config.json", config)
     shared = settings.record_key(EXPERIMENTS[0], dataset.fingerprint())["shared"]
 
     def refresh():  # the tables after every record, so an interrupted run still has them
-        report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
+        return report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
 
     try:
         done, skipped, failed = runner.run_plan(ctx, refresh)
     except KeyboardInterrupt:
         log("[stopped] interrupted; rerun the same command to resume from the records written")
         return 130
-    table1, table2 = report.write_reports(out, shared, dataset.synthetic, ctx.class_names)
+    table1, table2 = refresh()
     log("\n" + table1 + "\n" + table2)
     log(
         f"[done] {done} run(s), {skipped} skipped (already complete)"

@@ -1,28 +1,10 @@
-"""Runs the units of a run: in turn, in parallel processes, or one shard of the plan.
+"""Runs a run's (experiment, fold) units in turn, in processes or one shard (docs/covid_cxr.md).
 
-A *unit* is one (experiment, fold). `plan` lists them in a fixed order (folds outer,
-experiments in Table 1's order inner) and keeps those of ``--shard K/N``: unit ``i`` (0-based)
-belongs to shard ``i % N + 1``, so N machines (a Slurm job array) split any plan without
-talking to each other, and `reproduce.py report` merges their output folders afterwards.
-
-`run_serial` runs the units one after another in this process. `run_parallel` (``--jobs N``)
-runs up to N at once, each in a fresh ``spawn``-ed process with ``--threads`` CPU threads
-(TensorFlow, PyTorch and the OpenMP pools; default: the CPUs divided by N), GPU memory
-allocated on demand (TensorFlow's memory growth, JAX without preallocation) and its own log in
-``<out>/logs/``; their progress lines are echoed as they come. A unit that fails is reported
-and the others go on; Ctrl-C stops every process, and a rerun of the same command resumes from
-the records already written.
-
-How a unit process is configured (threads, deterministic kernels) is `environment.py`'s.
-
-Example:
-    >>> plan(["freeze", "finetune"], [1, 2])
-    [('freeze', 1), ('finetune', 1), ('freeze', 2), ('finetune', 2)]
-    >>> plan(["freeze", "finetune"], [1, 2], shard=(2, 3))
-    [('finetune', 1)]
+>>> plan(["freeze", "finetune"], [1, 2])
+[('freeze', 1), ('finetune', 1), ('freeze', 2), ('finetune', 2)]
+>>> plan(["freeze", "finetune"], [1, 2], shard=(2, 3))
+[('finetune', 1)]
 """
-
-from __future__ import annotations
 
 import multiprocessing
 import os
@@ -34,46 +16,27 @@ import experiment
 import keras
 import protocol
 from console import log
-from data import DataSet
 from environment import configure_process
-from experiment import RunContext
 from settings import Settings
 
-# Seconds between two looks at the running processes.
-POLL_S = 0.5
+POLL_S = 0.5  # seconds between two looks at the running processes
 
 
 def compute_device() -> str:
     """``"gpu"`` when Keras' backend computes on a GPU in this process, else ``"cpu"``."""
-    backend = keras.backend.backend()
+    backend, modules = keras.backend.backend(), sys.modules  # Keras imported its backend
     if backend == "jax":
-        import jax
-
-        return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+        return "gpu" if modules["jax"].default_backend() in ("gpu", "cuda", "rocm") else "cpu"
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+        return "gpu" if modules["tensorflow"].config.list_physical_devices("GPU") else "cpu"
     if backend == "torch":
-        import torch
-
-        return "gpu" if torch.cuda.is_available() else "cpu"
+        return "gpu" if modules["torch"].cuda.is_available() else "cpu"
     return "cpu"
 
 
 def check_deterministic(settings: Settings, device: str | None = None):
-    """Refuses ``--deterministic`` where a planned model cannot run deterministically.
-
-    On a GPU, XLA (JAX) and TensorFlow have no deterministic gradient for MaxPooling2D and
-    fail when they meet it; the architectures of `protocol.MAX_POOLING` use it.
-
-    Args:
-        settings: the run's settings.
-        device: ``"gpu"`` or ``"cpu"``; default: `compute_device`.
-
-    Raises:
-        ValueError: naming the experiments and the ways out.
-    """
+    """Raises ValueError for ``--deterministic`` on a GPU (``device``, default `compute_device`)
+    with JAX or TensorFlow and MaxPooling2D (`protocol.MAX_POOLING`): no deterministic gradient."""
     if not settings.deterministic or keras.backend.backend() not in ("jax", "tensorflow"):
         return
     pooled = [e for e in settings.experiments if protocol.ARCHITECTURES[e] in protocol.MAX_POOLING]
@@ -90,19 +53,15 @@ def check_deterministic(settings: Settings, device: str | None = None):
 def plan(experiments, folds, shard=None):
     """The (experiment, fold) units of a run, in order; only shard ``(K, N)``'s if given."""
     units = [(e, k) for k in folds for e in experiments]
-    if shard is None:
-        return units
-    k, n = shard
+    k, n = shard or (1, 1)
     return [u for i, u in enumerate(units) if i % n == k - 1]
 
 
-def pending(ctx: RunContext, units):
+def pending(ctx: experiment.RunContext, units):
     """The units without a complete record made with the run's settings, and how many had one."""
-    store, fingerprint = ctx.store, ctx.dataset.fingerprint()
-    todo = []
+    store, fingerprint, todo = ctx.store, ctx.dataset.fingerprint(), []
     for exp, fold in units:
-        path = store.path(exp, fold)
-        rec = store.load(path)
+        rec = store.load(path := store.path(exp, fold))
         if rec is not None and rec.made_with(ctx.settings.record_key(exp, fingerprint)):
             if not ctx.settings.save_models or _has_model(ctx.settings.out, rec):
                 log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")
@@ -116,30 +75,19 @@ def pending(ctx: RunContext, units):
 
 def _has_model(out, record) -> bool:
     """Whether the record's saved model and its sidecar are in ``out``."""
-    path = None if record.model is None else Path(out) / record.model
-    return path is not None and path.is_file() and path.with_suffix(".json").is_file()
+    path = Path(out) / (record.model or "")
+    return record.model is not None and path.is_file() and path.with_suffix(".json").is_file()
 
 
-def run_plan(ctx: RunContext, on_done):
-    """Runs the plan's (or shard's) units not yet complete, in turn or ``--jobs`` at once.
-
-    Args:
-        ctx: the run's `experiment.RunContext`.
-        on_done: called after each unit that finished (e.g. to rewrite the reports).
-
-    Returns:
-        ``(done, skipped, failed)``: units run, units already complete, failed units.
-    """
+def run_plan(ctx: experiment.RunContext, on_done):
+    """Runs the plan's (or shard's) units not yet complete, in turn or ``--jobs`` at once,
+    calling ``on_done()`` after each that finished: ``(done, skipped, failed)``."""
     settings = ctx.settings
     folds = list(settings.folds or range(1, len(ctx.dataset.folds) + 1))
     units = plan(settings.experiments, folds, settings.shard)
-    shard = (
-        ""
-        if settings.shard is None
-        else ", shard {}/{}: {} unit(s)".format(*settings.shard, len(units))
-    )
+    shard = settings.shard and ", shard {}/{}: {} unit(s)".format(*settings.shard, len(units))
     log(
-        f"[plan] {len(settings.experiments)} experiment(s) x {len(folds)} fold(s){shard}: "
+        f"[plan] {len(settings.experiments)} experiment(s) x {len(folds)} fold(s){shard or ''}: "
         f"experiments {', '.join(settings.experiments)}; folds {folds}"
     )
     todo, skipped = pending(ctx, units)
@@ -151,12 +99,8 @@ def run_plan(ctx: RunContext, on_done):
     return done, skipped, failed
 
 
-def run_serial(ctx: RunContext, todo, on_done):
-    """Runs the units in this process, in order; a failure stops the run.
-
-    Returns:
-        ``(done, failed)``: the number of units run and the failed ones (always empty).
-    """
+def run_serial(ctx: experiment.RunContext, todo, on_done):
+    """Runs the units here, in order (a failure stops the run): ``(done, [])``."""
     for i, (exp, fold) in enumerate(todo, 1):
         log(f"[{i}/{len(todo)}] {exp} fold {fold}")
         experiment.run_one(ctx, exp, fold)
@@ -165,67 +109,46 @@ def run_serial(ctx: RunContext, todo, on_done):
 
 
 def _unit_process(target, settings, dataset, exp, fold, log_path):
-    """Entry point of a unit process: its threads, every output to its log, the unit."""
+    """A unit process: its threads, its output to its log, ``target`` (default: the unit)."""
     configure_process(settings.threads, settings.deterministic)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    target(settings, dataset, exp, fold)
-
-
-def run_unit(settings: Settings, dataset: DataSet, exp: str, fold: int):
-    """One unit in a fresh process: `experiment.run_one` with the run's settings."""
-    experiment.run_one(RunContext(settings, dataset), exp, fold)
+    for std in (1, 2):
+        os.dup2(fd, std)
+    sys.stdout, sys.stderr = (os.fdopen(n, "w", buffering=1, closefd=False) for n in (1, 2))
+    if target is None:
+        experiment.run_one(experiment.RunContext(settings, dataset), exp, fold)
+    else:
+        target(settings, dataset, exp, fold)
 
 
 class _Tail:
-    """New complete lines of a growing log file."""
+    """A unit's growing log file: `echo` prints its new progress lines (those starting ``[``)."""
 
     def __init__(self, path):
-        self.path = Path(path)
-        self.offset = 0
-        self.partial = ""
+        self.path, self.offset, self.partial = path, 0, ""
 
-    def lines(self):
+    def echo(self):
         if not self.path.exists():
-            return []
+            return
         with open(self.path, encoding="utf-8", errors="replace") as f:
             f.seek(self.offset)
             text = f.read()
             self.offset = f.tell()
         *complete, self.partial = (self.partial + text).split("\n")
-        return complete
-
-
-def _echo(tail):
-    """Prints the unit's own progress lines (they start with ``[``); the rest stays in its log."""
-    for line in tail.lines():
-        if line.startswith("["):
-            log(line)
+        for line in complete:
+            if line.startswith("["):
+                log(line)
 
 
 def run_parallel(ctx, todo, jobs, on_done, target=None):
-    """Runs up to ``jobs`` units at once, each in its own process (see the module docstring).
-
-    Args:
-        ctx: the run's `experiment.RunContext` (its settings and data go to each process).
-        todo: the (experiment, fold) units to run, in order.
-        jobs: how many run at once.
-        on_done: called (in this process) after each unit that finished.
-        target: what a unit process runs, ``target(settings, dataset, experiment, fold)``, its
-            output going to the unit's log; default: `run_unit`.
+    """Runs the units ``todo``, up to ``jobs`` at once, each in a spawned process running
+    ``target(settings, dataset, experiment, fold)`` (default: the unit) into its log; Ctrl-C
+    stops them all and is raised again.
 
     Returns:
-        ``(done, failed)``: the number of units that finished and the (experiment, fold) of
-        those that failed.
-
-    Raises:
-        KeyboardInterrupt: after stopping every running process (Ctrl-C).
+        ``(done, failed)``: how many finished (each then calls ``on_done()``), the failed units.
     """
-    spawn = multiprocessing.get_context("spawn")
-    child = ctx.settings.for_child()
+    spawn, child = multiprocessing.get_context("spawn"), ctx.settings.for_child()
     logs = Path(ctx.settings.out) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending, running, failed, done = list(todo), {}, [], 0
@@ -235,17 +158,14 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
                 exp, fold = pending.pop(0)
                 path = logs / f"{protocol.slug(exp)}_fold{fold}.log"
                 path.write_text("")
-                proc = spawn.Process(
-                    target=_unit_process,
-                    args=(target or run_unit, child, ctx.dataset, exp, fold, str(path)),
-                    name=f"{exp}-fold{fold}",
-                )
+                args = (target, child, ctx.dataset, exp, fold, str(path))
+                proc = spawn.Process(target=_unit_process, args=args, name=f"{exp}-fold{fold}")
                 proc.start()
-                running[(exp, fold)] = (proc, _Tail(path), path)
+                running[(exp, fold)] = (proc, _Tail(path))
                 log(f"[jobs] started {exp} fold {fold} (pid {proc.pid}, log {path})")
             time.sleep(POLL_S)
-            for (exp, fold), (proc, tail, path) in list(running.items()):
-                _echo(tail)
+            for (exp, fold), (proc, tail) in list(running.items()):
+                tail.echo()
                 if proc.exitcode is None:
                     continue
                 proc.join()
@@ -255,20 +175,16 @@ def run_parallel(ctx, todo, jobs, on_done, target=None):
                     on_done()
                 else:
                     failed.append((exp, fold))
-                    log(f"[jobs] {exp} fold {fold} FAILED (exit code {proc.exitcode}); see {path}")
+                    code, path = proc.exitcode, tail.path
+                    log(f"[jobs] {exp} fold {fold} FAILED (exit code {code}); see {path}")
     except KeyboardInterrupt:
-        _stop(running)
+        log(f"[jobs] interrupted: stopping {len(running)} running unit(s)")
+        for proc, _ in running.values():
+            proc.terminate()
+        for proc, _ in running.values():
+            proc.join(timeout=30)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
         raise
     return done, failed
-
-
-def _stop(running):
-    """Terminates every running unit process and waits for them."""
-    log(f"[jobs] interrupted: stopping {len(running)} running unit(s)")
-    for proc, _, _ in running.values():
-        proc.terminate()
-    for proc, _, _ in running.values():
-        proc.join(timeout=30)
-        if proc.exitcode is None:
-            proc.kill()
-            proc.join()
