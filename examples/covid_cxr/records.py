@@ -1,20 +1,10 @@
 """Records of the COVID CXR example: one JSON file per (experiment, fold), written atomically.
 
-A run is resumable: `RecordStore.load` returns a record only if it is complete and of the current
-schema, and `Record.made_with` says whether it was made with the run's settings
-(`Settings.record_key`), so an interrupted run redoes only the unfinished units. Every file is
-written to a temporary name and moved into place with ``os.replace``, so a record is either
-absent or whole.
+Resuming and merging: docs/covid_cxr.md, "Outputs" and "Scaling the protocol".
 
-Example:
-    >>> import tempfile, pathlib, records
-    >>> out = pathlib.Path(tempfile.mkdtemp())
-    >>> records.atomic_write_json(out / "x.json", {"a": 1})
-    >>> (out / "x.json").read_text()
-    '{\\n  "a": 1\\n}\\n'
+    >>> RecordStore("runs").path("freeze+attention", 2).as_posix()
+    'runs/records/freeze_attention_fold2.json'
 """
-
-from __future__ import annotations
 
 import dataclasses
 import json
@@ -31,12 +21,7 @@ import keras_freeze
 
 
 def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` atomically (temporary file + ``os.replace``).
-
-    Args:
-        path: target file; its folder is created if needed.
-        text: the whole content.
-    """
+    """Writes ``text`` to ``path`` (its folder created) atomically: temporary file, os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -49,8 +34,7 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, obj):
     """Writes ``obj`` as indented JSON, atomically (NumPy scalars and arrays, paths allowed)."""
-    text = json.dumps(obj, indent=2, default=_json_default)
-    atomic_write_text(path, text + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def read_json(path):
@@ -62,11 +46,9 @@ def read_json(path):
 
 
 def _json_default(obj):
-    if isinstance(obj, np.integer):
-        return int(obj)
     if isinstance(obj, np.floating):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.ndarray):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.integer, np.ndarray)):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
@@ -83,15 +65,12 @@ def environment():
     }
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Record:
-    """The result of one experiment on one fold, as written to ``records/<slug>_fold<k>.json``.
+    """One experiment on one fold, as in ``records/<slug>_fold<k>.json`` (fields: its keys)."""
 
-    The fields are the JSON file's keys, in its order. Nested values (``metrics``, ``history``,
-    ``freeze``, ``data`` ...) are plain JSON-ready dicts; ``metrics`` is
-    ``keras_freeze.classification_metrics(...).to_dict()`` of ``predictions``.
-    """
-
+    schema: int = protocol.RECORD_SCHEMA
+    status: str = "complete"
     experiment: str
     title: str
     fold: int
@@ -125,49 +104,28 @@ class Record:
     python: str
     platform: str
     finished: str
-    schema: int = protocol.RECORD_SCHEMA
-    status: str = "complete"
-    # Added with --feature-cache: {"used", "reason", "dtype", "bytes", "build_s", "reused",
-    # "cut"}; None in records written before it (they stay valid).
+    # Added later (older records stay valid): --feature-cache, --precision, --save-models.
     feature_cache: dict | None = None
-    # Added with --precision (Keras dtype policy); records written before it are float32.
     precision: str = "float32"
-    # Added with --save-models: the saved model, relative to the output folder (`saved.py`).
     model: str | None = None
 
-    # JSON key order of the files written so far (schema and status first).
-    _FIRST = ("schema", "status")
-
     def to_dict(self) -> dict[str, Any]:
-        """The record as the JSON object written to disk (``schema`` and ``status`` first)."""
-        names = [f.name for f in dataclasses.fields(self)]
-        order = list(self._FIRST) + [n for n in names if n not in self._FIRST]
-        return {name: getattr(self, name) for name in order}
+        """The record as the JSON object written to disk, in the fields' order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, obj):
-        """A `Record` from a JSON object, or ``None`` if it is not a complete record.
-
-        Args:
-            obj: the parsed JSON of a record file.
-
-        Returns:
-            The record, or ``None`` when ``obj`` is not a dict, is incomplete, has another
-            schema or lacks a field.
-        """
+        """A `Record` from a parsed record file; ``None`` if incomplete or of another schema."""
         if not isinstance(obj, dict) or obj.get("status") != "complete":
-            return None
-        if obj.get("schema") != protocol.RECORD_SCHEMA:
             return None
         fields = dataclasses.fields(cls)
         required = [f.name for f in fields if f.default is dataclasses.MISSING]
-        if any(name not in obj for name in required):
+        if obj.get("schema") != protocol.RECORD_SCHEMA or any(n not in obj for n in required):
             return None
         return cls(**{f.name: obj[f.name] for f in fields if f.name in obj})
 
     def constant_class(self) -> str | None:
-        """The class the model predicted for every test image, or ``None`` when it predicted
-        more than one (a constant model's F1 is that of the majority class)."""
+        """The class predicted for every test image (a constant model), else ``None``."""
         predicted = {int(np.argmax(row)) for row in self.predictions["y_prob"]}
         return list(self.metrics["per_class"])[predicted.pop()] if len(predicted) == 1 else None
 
@@ -177,11 +135,7 @@ class Record:
 
 
 class RecordStore:
-    """The ``records/`` and ``attention/`` folders of an output directory.
-
-    Args:
-        out: the run's output folder (``--out``).
-    """
+    """The ``records/`` and ``attention/`` folders of an output folder ``out``."""
 
     def __init__(self, out):
         self.out = Path(out)
@@ -225,80 +179,53 @@ class RecordStore:
         atomic_write_json(path, record.to_dict())
         return path
 
+    def complete(self):
+        """``(path, record)`` of each complete record, by file name."""
+        return [(p, r) for p in sorted(self.folder.glob("*.json")) if (r := self.load(p))]
+
     def collect(self, shared):
-        """Complete records whose shared settings match ``shared``, by experiment, in fold order.
-
-        Returns:
-            dict experiment -> list of `Record`, for every name in `protocol.EXPERIMENTS`.
-        """
-        by_exp = {e: [] for e in protocol.EXPERIMENTS}
-        for path in sorted(self.folder.glob("*.json")):
-            rec = self.load(path)
-            if rec is None or rec.protocol.get("shared") != shared:
-                continue
-            if rec.experiment in by_exp:
-                by_exp[rec.experiment].append(rec)
-        for recs in by_exp.values():
-            recs.sort(key=lambda r: r.fold)
-        return by_exp
-
-
-def _differences(a, b):
-    """Keys whose values differ between two flat dicts (a missing key counts)."""
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        """Complete records whose shared settings match ``shared``: experiment -> records in
+        fold order, for every name in `protocol.EXPERIMENTS`."""
+        recs = sorted(
+            (r for _, r in self.complete() if r.protocol.get("shared") == shared),
+            key=lambda r: r.fold,
+        )
+        return {e: [r for r in recs if r.experiment == e] for e in protocol.EXPERIMENTS}
 
 
 def merge_records(folders):
-    """The complete records of several output folders, checked to be one protocol.
-
-    For `reproduce.py report`: the shards of one plan (``--shard K/N`` on several machines)
-    each write their own ``records/``; their union is one run if every record was made with
-    the same shared settings (`Settings.record_key`: data fingerprint, epochs, weights, ...).
-
-    Args:
-        folders: output folders (each with a ``records/`` sub-folder).
+    """The complete records of several output folders (`reproduce.py report`), one protocol.
 
     Returns:
-        ``(records, shared)``: the records sorted by experiment (Table 1's order) and fold (the
-        ``model`` of each an absolute path), and their common shared settings.
+        ``(records, shared)``: the records in Table 1's and fold order (each ``model`` an
+        absolute path) and their shared settings (`Settings.record_key`).
 
     Raises:
-        ValueError: no complete record; records made with different shared settings (naming
-            the settings and the folders); one (experiment, fold) in two folders with
-            different results.
+        ValueError: no record; records of different shared settings; a unit twice, differing.
     """
-    seen, first = {}, None
-    for folder in folders:
-        store = RecordStore(folder)
-        for path in sorted(store.folder.glob("*.json")):
-            rec = store.load(path)
-            if rec is None:
-                continue
-            if rec.model is not None:  # a saved model stays where it is: its absolute path
-                rec = dataclasses.replace(rec, model=str((Path(folder) / rec.model).resolve()))
-            shared = rec.protocol.get("shared", {})
-            if first is None:
-                first = (shared, path)
-            elif shared != first[0]:
-                keys = ", ".join(_differences(shared, first[0]))
-                raise ValueError(
-                    "Expected records of one protocol and data set. Received: "
-                    f"{first[1]} and {path} differ in {keys}; report them separately"
-                )
-            _add_unique(seen, rec, path)
-    if first is None:
+    found = [(f, p, r) for f in folders for p, r in RecordStore(f).complete()]
+    if not found:
         raise ValueError(f"Expected complete records in {[str(f) for f in folders]}: found none")
+    seen, (_, first_path, first) = {}, found[0]
+    shared = first.protocol.get("shared", {})
+    for folder, path, rec in found:
+        if rec.model is not None:
+            rec = dataclasses.replace(rec, model=str((Path(folder) / rec.model).resolve()))
+        if (own := rec.protocol.get("shared", {})) != shared:
+            keys = ", ".join(
+                sorted(k for k in set(own) | set(shared) if own.get(k) != shared.get(k))
+            )
+            raise ValueError(
+                "Expected records of one protocol and data set. Received: "
+                f"{first_path} and {path} differ in {keys}; report them separately"
+            )
+        key = (rec.experiment, rec.fold)
+        if key in seen and seen[key][0].predictions != rec.predictions:
+            raise ValueError(
+                f"Expected each experiment x fold once. Received: {rec.experiment} fold "
+                f"{rec.fold} in {seen[key][1]} and in {path} with different results; remove one"
+            )
+        seen.setdefault(key, (rec, path))
     order = {e: i for i, e in enumerate(protocol.EXPERIMENTS)}
     merged = sorted(seen.values(), key=lambda rp: (order.get(rp[0].experiment, 99), rp[0].fold))
-    return [rec for rec, _ in merged], first[0]
-
-
-def _add_unique(seen, rec, path):
-    """Adds ``rec`` to ``seen``; the same unit twice must hold the same test predictions."""
-    key = (rec.experiment, rec.fold)
-    if key in seen and seen[key][0].predictions != rec.predictions:
-        raise ValueError(
-            f"Expected each experiment x fold once. Received: {rec.experiment} fold "
-            f"{rec.fold} in {seen[key][1]} and in {path} with different results; remove one"
-        )
-    seen.setdefault(key, (rec, path))
+    return [rec for rec, _ in merged], shared
