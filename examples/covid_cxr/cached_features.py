@@ -1,17 +1,4 @@
-"""``--feature-cache``: train the ordered-freeze experiments on cached frozen-prefix features.
-
-With the first 50% of MobileNetV2 frozen (BatchNorm in inference mode) and no augmentation, the
-frozen layers map each image to the same activations in every epoch, fold and experiment.
-`prepare` cuts the compiled model with ``keras_freeze.split_frozen_prefix`` and computes those
-activations once with ``keras_freeze.cache_features``, memory-mapped under
-``<cache dir>/feature_cache/`` (``--cache-dir``, else ``--out``) and keyed by the library's
-fingerprint (prefix weights, dtype, file list, preprocessing, image size): every fold and both
-ordered-freeze experiments reuse it when the frozen weights are equal (pretrained weights).
-The suffix then trains on the cached features; it shares the model's layers, so the model is
-trained. The cache's training batches follow ``keras_freeze.shuffle_order``, as the uncached
-`keras_freeze.ImageDataset` with the same seed does, so a float32 cache reproduces the uncached
-run. Whether a unit uses the cache is decided by `Settings.feature_cache_for`.
-"""
+"""``--feature-cache``: frozen-prefix features cached once (docs/covid_cxr.md, feature cache)."""
 
 from __future__ import annotations
 
@@ -23,52 +10,36 @@ from console import log
 
 import keras_freeze
 
-# Images per prefix call when the cache is built.
-BUILD_BATCH = 64
+BUILD_BATCH = 64  # images per prefix call when the cache is built
 
 
 def unused(reason: str) -> dict:
     """The record's ``feature_cache`` of a unit trained without the cache."""
-    return {
-        "used": False,
-        "reason": reason,
-        "dtype": None,
-        "bytes": 0,
-        "build_s": 0.0,
-        "reused": False,
-        "cut": [],
-    }
-
-
-def _key(ctx, unit, usable):
-    """What identifies the cached images: files (with size and time), scaling, image size."""
-    files = []
-    for i in usable:
-        p = ctx.dataset.paths[i]
-        st = os.stat(p)
-        files.append([str(p), st.st_size, st.st_mtime_ns])
-    return {
-        "files": files,
-        "preprocessing": [ctx.settings.preprocessing, str(unit.weights), unit.preprocess_text],
-        "image_size": unit.image_size,
-        "decoder": "keras_freeze.ImageDataset (Pillow RGB, bilinear)",
-    }
+    return dict(used=False, reason=reason, dtype=None, bytes=0, build_s=0.0, reused=False, cut=[])
 
 
 def _build(ctx, unit, split, usable, prefix):
-    """Runs ``keras_freeze.cache_features`` over the ``usable`` images, in index order."""
+    """Runs ``keras_freeze.cache_features`` over the ``usable`` images, in index order, keyed by
+    the files (with size and time), the scaling and the image size."""
     settings = ctx.settings
     images = ctx.images(
         usable, image_size=unit.image_size, preprocess=unit.preprocess, batch_size=BUILD_BATCH
     )
     folder = settings.out if settings.cache_dir is None else settings.cache_dir.expanduser()
+    paths = [ctx.dataset.paths[i] for i in usable]
+    key = {
+        "files": [[str(p), (st := os.stat(p)).st_size, st.st_mtime_ns] for p in paths],
+        "preprocessing": [settings.preprocessing, str(unit.weights), unit.preprocess_text],
+        "image_size": unit.image_size,
+        "decoder": "keras_freeze.ImageDataset (Pillow RGB, bilinear)",
+    }
     cache = keras_freeze.cache_features(
         split,
         images,
         batch_size=BUILD_BATCH,
         dtype=settings.feature_cache_dtype,
         path=folder / "feature_cache",
-        key=_key(ctx, unit, usable),
+        key=key,
         verbose=1 if sys.stdout.isatty() else 0,  # a progress bar on a terminal
     )
     if len(cache) != len(usable) or images.failed:
@@ -84,15 +55,8 @@ def _build(ctx, unit, split, usable, prefix):
 def prepare(ctx, unit, model, prefix):
     """The unit's `Features` (or ``None``) and the record's ``feature_cache`` dict.
 
-    Args:
-        ctx: the run's `experiment.RunContext`.
-        unit: the `experiment.Unit` (experiment, input size, scaling).
-        model: the compiled model of the unit (frozen as the experiment says).
-        prefix: start of the log lines.
-
-    Raises:
-        ValueError: with ``--feature-cache on`` when the model has no cacheable prefix
-            (under ``auto`` the unit falls back to the uncached path and logs why).
+    Raises `ValueError` with ``--feature-cache on`` when the compiled ``model`` has no cacheable
+    prefix (under ``auto`` the unit falls back to the uncached path and logs why).
     """
     use, reason = ctx.settings.feature_cache_for(unit.experiment)
     if not use:
@@ -109,27 +73,15 @@ def prepare(ctx, unit, model, prefix):
     # The data set's images in its folds (corrupt files left out), in index order.
     usable = np.sort(np.concatenate([np.asarray(f, dtype=np.int64) for f in ctx.dataset.folds]))
     cache = _build(ctx, unit, split, usable, prefix)
-    info = {
-        "used": True,
-        "reason": reason,
-        "dtype": cache.dtype,
-        "bytes": int(cache.nbytes),
-        "build_s": round(float(cache.build_seconds), 2),
-        "reused": bool(cache.reused),
-        "cut": list(split.cut),
-    }
+    info = dict(unused(reason), used=True, dtype=cache.dtype, bytes=int(cache.nbytes))
+    info.update(build_s=round(float(cache.build_seconds), 2), reused=bool(cache.reused))
+    info["cut"] = list(split.cut)
     return Features(split, cache, len(ctx.class_names), usable), info
 
 
 class Features:
-    """A unit's split and cache, and the data that feed its suffix.
-
-    Args:
-        split: the `keras_freeze.FrozenPrefixSplit` of the unit's model.
-        cache: the `keras_freeze.FeatureCache` of the usable images of the data set.
-        num_classes: one-hot depth of the labels.
-        usable: the data-set indices of the cache's rows, in order.
-    """
+    """A unit's `keras_freeze.FrozenPrefixSplit` and `FeatureCache` (rows: the data-set indices
+    ``usable``, in order), and the data that feed its suffix."""
 
     def __init__(self, split, cache, num_classes, usable):
         self.split = split
@@ -141,35 +93,22 @@ class Features:
         """Cache rows of data-set ``indices`` (each must be a usable image)."""
         indices = np.asarray(indices, dtype=np.int64)
         rows = np.searchsorted(self.usable, indices)
-        if np.any(rows >= len(self.usable)) or np.any(
-            self.usable[rows.clip(0, len(self.usable) - 1)] != indices
-        ):
+        found = self.usable[rows.clip(0, len(self.usable) - 1)]
+        if np.any(rows >= len(self.usable)) or np.any(found != indices):
             raise ValueError(f"Expected indices of cached images. Received: {indices[:5]}...")
         return rows
 
-    def _dataset(self, indices, labels, batch_size, seed=None):
-        """``cache.dataset`` over ``indices`` with one-hot float32 labels; shuffled per epoch
-        (`keras_freeze.shuffle_order`) when a seed is given."""
-        rows = self.rows(indices)
-        y = np.zeros((len(self.cache), self.num_classes), dtype="float32")
-        y[rows] = np.eye(self.num_classes, dtype="float32")[np.asarray(labels, dtype=int)]
-        return self.cache.dataset(
-            rows, y=y, batch_size=batch_size, shuffle=seed is not None, seed=seed
-        )
-
     def data(self, splits, labels, settings, fold):
-        """``({"train", "validation", "test"} datasets, the suffix to fit)`` of one fold; the
-        training set is shuffled with the uncached training images' seed."""
-        names = ("train", "validation", "test")
-        data = {
-            name: self._dataset(
-                idx,
-                labels[idx],
-                settings.batch_size,
-                seed=settings.seed + fold if name == "train" else None,
+        """``({"train", "validation", "test"} datasets, the suffix to fit)`` of one fold: one-hot
+        labels; train shuffled per epoch with the uncached training images' seed."""
+        data, seeds = {}, (settings.seed + fold, None, None)
+        for name, idx, seed in zip(("train", "validation", "test"), splits, seeds, strict=True):
+            labels_idx, rows = labels[idx], self.rows(idx)
+            y = np.zeros((len(self.cache), self.num_classes), dtype="float32")
+            y[rows] = np.eye(self.num_classes, dtype="float32")[np.asarray(labels_idx, dtype=int)]
+            data[name] = self.cache.dataset(
+                rows, y=y, batch_size=settings.batch_size, shuffle=seed is not None, seed=seed
             )
-            for name, idx in zip(names, splits, strict=True)
-        }
         return data, self.split.suffix
 
     def predict(self, indices, batch_size):
