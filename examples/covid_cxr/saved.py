@@ -1,6 +1,15 @@
 """``--save-models``: ``models/<experiment>_fold<k>.keras`` (`keras.Model.save`; plain
 ``keras.models.load_model`` reads it once ``keras_freeze`` is imported) and its sidecar ``.json``
 (`ModelInfo`: class names in output order, input pipeline, the fold's images). `load` reads both.
+
+Example:
+    >>> import dataclasses, json, pathlib, tempfile
+    >>> meta = ModelInfo("freeze", 1, ("a", "b"), 32, "torchvision", "rescale", "/data", (), ())
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> sidecar = {"format": FORMAT, **dataclasses.asdict(meta)}
+    >>> _ = (folder / "m.json").write_text(json.dumps(sidecar))
+    >>> ModelInfo.read(folder / "m.keras") == meta
+    True
 """
 
 import dataclasses
