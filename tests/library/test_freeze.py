@@ -163,7 +163,10 @@ def test_decimal_reading_of_fraction():
 
 
 def _dense_stack(widths):
-    layers = [keras.Input((3,))] + [keras.layers.Dense(w) for w in widths]
+    # Zero initial weights: the parameter counts are the same, and JAX compiles no random
+    # initialiser per kernel shape (that took most of these tests' time there).
+    dense = [keras.layers.Dense(w, kernel_initializer="zeros") for w in widths]
+    layers = [keras.Input((3,)), *dense]
     return keras.Sequential(layers)
 
 
