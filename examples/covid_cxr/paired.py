@@ -1,10 +1,7 @@
-"""Paired comparisons of two experiments over the folds both ran (the report's statistics).
-
-The three tests are the library's (`keras_freeze.corrected_t_test`,
-`keras_freeze.bayesian_correlated_t_test`, `keras_freeze.mcnemar`; docs/statistics.md).
-`compare(by_exp)` applies them to the records: every Table 1 row against the proposed model
-(``freeze+attention``) and against Mobile Freeze-Net (``freeze``), on macro and weighted F1.
-A difference is always A - B, A being the reference model.
+"""The report's paired comparisons: every Table 1 row against the proposed model
+(``freeze+attention``) and Mobile Freeze-Net (``freeze``), on macro and weighted F1, over the
+folds both ran, with the library's tests (docs/statistics.md). A difference is always A - B,
+A being the reference.
 
 Example:
     >>> import keras_freeze, paired
@@ -26,19 +23,14 @@ import keras_freeze
 # Fewer paired folds than this: no fold-level test, this text instead of its numbers.
 MIN_FOLDS = 3
 TOO_FEW = f"n < {MIN_FOLDS} paired folds"
-# Half-width of the region of practical equivalence on F1 (Benavoli et al. 2017 use 0.01).
-ROPE = 0.01
-# Posterior probability above which the Bayesian test decides (Benavoli et al. 2017).
-DECISIVE = 0.95
+# The ROPE's half-width on F1 and the posterior probability that decides (Benavoli et al. 2017).
+ROPE, DECISIVE = 0.01, 0.95
 # The references, in this order; each Table 1 row is compared with each (a pair once).
 REFERENCES = ("freeze+attention", "freeze")
 # (average, metric) pairs compared: macro F1 (Table 1) and weighted F1 (Table 2).
 SCORES = (("macro", "f1"), ("weighted", "f1"))
 
 
-# --------------------------------------------------------------------------------------
-# The records' comparisons
-# --------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """A against B on one score, over the folds both ran (A - B)."""
@@ -56,10 +48,6 @@ class Comparison:
     posterior: keras_freeze.PosteriorResult | None
     mcnemar: keras_freeze.McNemarResult | None
     alpha_ratios: tuple
-
-    @property
-    def diffs(self):
-        return tuple(x - y for x, y in zip(self.scores_a, self.scores_b, strict=True))
 
     def verdict(self) -> str:
         """One line: what the data support (the largest posterior probability)."""
@@ -83,16 +71,13 @@ def paired_records(recs_a, recs_b):
 
 
 def n_test_over_n_train(recs) -> float:
-    """Mean over ``recs`` of n_test / n_train, n_train the images the model learnt from
-    (``split["train"] + split["validation"]``: the training and early-stopping images), so that
-    for k-fold cross-validation it is 1 / (k - 1), as Nadeau & Bengio's n2 / n1."""
+    """Mean n_test / n_train, n_train the training and early-stopping images: 1 / (k - 1)."""
     ratios = [r.split["test"] / (r.split["train"] + r.split["validation"]) for r in recs]
     return float(np.mean(ratios))
 
 
 def correct_pairs(pairs):
-    """Whether A and B predicted each test image right, pooled over the paired folds and
-    paired by (fold, file); images only one of the two records holds are left out."""
+    """Whether A and B predicted each test image right, paired by (fold, file)."""
     a_right, b_right = [], []
     for ra, rb in pairs:
         b_by_file = _right_by_file(rb.predictions)
@@ -103,8 +88,7 @@ def correct_pairs(pairs):
     return np.array(a_right, dtype=bool), np.array(b_right, dtype=bool)
 
 
-def _right_by_file(predictions):
-    """file -> whether ``argmax(y_prob)`` (the predicted class) equals ``y_true``."""
+def _right_by_file(predictions):  # file -> whether argmax(y_prob) is y_true
     pred = np.argmax(np.asarray(predictions["y_prob"], dtype=np.float64), axis=1)
     right = pred == np.asarray(predictions["y_true"])
     return dict(zip(predictions["files"], right.tolist(), strict=True))
@@ -112,59 +96,32 @@ def _right_by_file(predictions):
 
 def alpha_ratio(record):
     """max(alpha) / min(alpha) of a record's attention loss (``None`` without alpha)."""
-    if not record.alpha:
-        return None
-    return max(record.alpha) / min(record.alpha)
+    return max(record.alpha) / min(record.alpha) if record.alpha else None
 
 
 def _finite(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _compare_one(ref, a, b, pairs, average, metric, mc, rope):
+def _compare_one(ref, other, pairs, average, metric, mc, rope):
     """One `Comparison`; the fold-level tests only over folds where both scores are finite."""
-    pairs = [
-        (ra, rb) for ra, rb in pairs if all(_finite(r.metrics[average][metric]) for r in (ra, rb))
-    ]
-    scores_a = tuple(float(ra.metrics[average][metric]) for ra, _ in pairs)
-    scores_b = tuple(float(rb.metrics[average][metric]) for _, rb in pairs)
+    pairs = [p for p in pairs if all(_finite(r.metrics[average][metric]) for r in p)]
+    a_b = [tuple(float(pair[i].metrics[average][metric]) for pair in pairs) for i in (0, 1)]
     ratio = n_test_over_n_train([r for pair in pairs for r in pair]) if pairs else math.nan
-    t_test = posterior = None
-    if len(pairs) >= MIN_FOLDS:
-        diffs = np.subtract(scores_a, scores_b)
-        t_test = keras_freeze.corrected_t_test(diffs, ratio)
-        posterior = keras_freeze.bayesian_correlated_t_test(diffs, ratio, rope)
+    diffs, enough = np.subtract(*a_b), len(pairs) >= MIN_FOLDS
+    t_test = keras_freeze.corrected_t_test(diffs, ratio) if enough else None
+    posterior = keras_freeze.bayesian_correlated_t_test(diffs, ratio, rope) if enough else None
     attention = [r for pair in pairs for r in pair if r.experiment == "freeze+attention"]
+    alphas = tuple(x for x in map(alpha_ratio, attention) if x is not None)
+    folds = tuple(ra.fold for ra, _ in pairs)
     return Comparison(
-        reference=ref,
-        a=a,
-        b=b,
-        average=average,
-        metric=metric,
-        folds=tuple(ra.fold for ra, _ in pairs),
-        scores_a=scores_a,
-        scores_b=scores_b,
-        test_over_train=ratio,
-        t_test=t_test,
-        posterior=posterior,
-        mcnemar=mc,
-        alpha_ratios=tuple(x for x in map(alpha_ratio, attention) if x is not None),
+        ref, ref, other, average, metric, folds, *a_b, ratio, t_test, posterior, mc, alphas
     )
 
 
 def compare(by_exp, rope=ROPE):
-    """Every Table 1 row against each of `REFERENCES`, on each of `SCORES`.
-
-    Args:
-        by_exp: experiment -> its records (`records.RecordStore.collect`).
-        rope: half-width of the region of practical equivalence.
-
-    Returns:
-        A list of `Comparison`, by reference, then in Table 1's order, then by score; a pair of
-        experiments once (``freeze+attention`` - ``freeze`` under the first reference), a pair
-        with no fold in common left out. McNemar's test pools the paired test images of every
-        paired fold; the fold-level tests need `MIN_FOLDS` folds.
-    """
+    """Every Table 1 row against each of `REFERENCES` on each of `SCORES` (`Comparison` list,
+    by reference, Table 1's order, score; a pair once, none without a common fold)."""
     result, done = [], set()
     for ref in REFERENCES:
         for other in protocol.EXPERIMENTS:
@@ -178,5 +135,5 @@ def compare(by_exp, rope=ROPE):
             a_right, b_right = correct_pairs(pairs)
             mc = keras_freeze.mcnemar(a_right, b_right) if a_right.size else None
             for average, metric in SCORES:
-                result.append(_compare_one(ref, ref, other, pairs, average, metric, mc, rope))
+                result.append(_compare_one(ref, other, pairs, average, metric, mc, rope))
     return result

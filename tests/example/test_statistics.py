@@ -4,7 +4,7 @@ Records are written by hand (no training): synthetic predictions per (experiment
 metrics from `keras_freeze.classification_metrics`, as `experiment.evaluate` computes them.
 Every number is checked against a computation written out here from the papers' formulas; the
 tests themselves (`keras_freeze.corrected_t_test` ...) against SciPy and `baycomp` in
-tests/library/test_statistics.py.
+tests/library/test_paired_statistics.py.
 """
 
 import csv
