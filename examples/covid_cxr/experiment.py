@@ -83,10 +83,8 @@ class Unit:
         mode = protocol.PREPROCESSING_MODES[settings.preprocessing]
         chosen = keras_freeze.mobilenet_v2_preprocessing(weights, mode)
         arch, size = protocol.ARCHITECTURES[experiment], settings.image_size_for(experiment)
-        text = protocol.PREPROCESSING_TEXT.get(chosen, str(chosen))
-        return cls(
-            experiment, arch, size, weights, protocol.title(experiment, weights), chosen, text
-        )
+        title, text = protocol.title(experiment, weights), protocol.PREPROCESSING_TEXT.get(chosen)
+        return cls(experiment, arch, size, weights, title, chosen, text or str(chosen))
 
     @property
     def preprocess(self):
@@ -212,8 +210,7 @@ class TrainingProgress(keras.callbacks.Callback):
     def __init__(self, prefix, epochs, n_train):
         super().__init__()
         self.prefix, self.epochs, self.n_train = prefix, epochs, n_train
-        self.train_images_per_s = []
-        self._t0 = self._t_train = None
+        self.train_images_per_s, self._t0, self._t_train = [], None, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0, self._t_train = time.perf_counter(), None
@@ -243,7 +240,8 @@ def class_attention_for_fold(ctx: RunContext, fold: int, train_idx) -> dict:
     if settings.alpha == "paper":
         weights = [float(a) for a in keras_freeze.PAPER_ALPHA]
         return {"alpha": "paper", "weights": weights, "source": protocol.PAPER_ALPHA_SOURCE}
-    key = {"fold": fold, "mc_samples": settings.mc_samples, "seed": settings.seed}
+    mc, names = settings.mc_samples, list(ctx.class_names)
+    key = {"fold": fold, "mc_samples": mc, "seed": settings.seed}
     key.update(data=ctx.dataset.fingerprint(), n_train=int(len(train_idx)))
     attention = store.attention_of(fold, key)
     if attention is not None:
@@ -253,15 +251,11 @@ def class_attention_for_fold(ctx: RunContext, fold: int, train_idx) -> dict:
         images = ctx.images(train_idx, image_size=size, preprocess=None, batch_size=ATTENTION_BATCH)
         log(
             f"[attention] fold {fold}: estimate_class_attention on the {len(train_idx)} training "
-            f"images ({settings.mc_samples} Monte Carlo samples, {size} px)"
+            f"images ({mc} Monte Carlo samples, {size} px)"
         )
         t0 = time.perf_counter()
         attention = keras_freeze.estimate_class_attention(
-            images,
-            mc_samples=settings.mc_samples,
-            image_size=size,
-            seed=settings.seed + fold,
-            class_names=list(ctx.class_names),
+            images, mc_samples=mc, image_size=size, seed=settings.seed + fold, class_names=names
         )
         elapsed = round(time.perf_counter() - t0, 2)
         shown = ", ".join(f"{a:.5f}" for a in attention.weights)

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -109,7 +108,7 @@ class Record:
     precision: str = "float32"
     model: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict:
         """The record as the JSON object written to disk, in the fields' order."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 

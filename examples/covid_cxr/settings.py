@@ -50,8 +50,8 @@ class Settings:
         None,
         "the Kaggle 'COVID-19 Radiography Database' (COVID-19_Radiography_Dataset: COVID/, "
         "Lung_Opacity/, Normal/, 'Viral Pneumonia/' of images/*.png; or its parent), or any folder "
-        "of two or more class sub-folders (<class>/[images/]*.png). Omit to run the embedded "
-        "default on SYNTHETIC data.",
+        "of two or more class sub-folders (<class>/[images/]*.png; classes sorted by name). Omit "
+        "to run the embedded default on SYNTHETIC data.",
     )
     folds_dir: Path | None = _folder(
         None,
@@ -66,7 +66,7 @@ class Settings:
     )
     experiments: tuple[str, ...] = _option(
         EXPERIMENTS,
-        "experiments to run, any of: " + ", ".join(EXPERIMENTS) + " (Table 1's rows; the last four "
+        f"experiments to run, any of: {', '.join(EXPERIMENTS)} (Table 1's rows; the last four: "
         "MobileNetV2 fine-tuned, 50%% frozen, 50%% stochastically frozen, 50%% frozen with the "
         "attention loss). Default: all eight, in Table 1's order.",
         nargs="+",
