@@ -13,18 +13,23 @@ trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/tools"
 py=$work/tools/bin/python
 "$py" -m pip install -q "build>=1" "twine>=6.1"
-rm -rf dist
-"$py" -m build . >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
-"$py" -m twine check --strict dist/*
-sdist=$(ls dist/*.tar.gz)
-wheel=$(ls dist/*.whl)
+# Built from a copy of the tree (the files git tracks or would track, as they are now), so that it
+# can run beside `pip install -e .` here (.ci/run runs both at once): each writes
+# keras_freeze.egg-info where it builds.
+src=$work/src
+mkdir "$src"
+git ls-files -z --cached --others --exclude-standard | tar -cf - --null -T - | tar -xf - -C "$src"
+"$py" -m build "$src" --outdir "$work/dist" >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
+"$py" -m twine check --strict "$work"/dist/*
+sdist=$(ls "$work"/dist/*.tar.gz)
+wheel=$(ls "$work"/dist/*.whl)
 # Listings go to variables first: `grep -q` closing a pipe early would fail the pipeline.
 sdist_files=$(tar tzf "$sdist")
 wheel_files=$("$py" -m zipfile -l "$wheel")
 grep -q '/LICENSE$' <<<"$sdist_files" || { echo "sdist lacks LICENSE" >&2; exit 1; }
 grep -q 'dist-info/licenses/LICENSE' <<<"$wheel_files" || { echo "wheel lacks LICENSE" >&2; exit 1; }
 grep -q 'keras_freeze/py.typed' <<<"$wheel_files" || { echo "wheel lacks py.typed" >&2; exit 1; }
-echo "built and checked: $sdist $wheel (LICENSE in both, py.typed in the wheel)"
+echo "built and checked: $(basename "$sdist") $(basename "$wheel") (LICENSE in both, py.typed in the wheel)"
 
 venv=$work/venv
 python3 -m venv "$venv"
