@@ -18,10 +18,28 @@ def unused(reason: str) -> dict:
     return dict(used=False, reason=reason, dtype=None, bytes=0, build_s=0.0, reused=False, cut=[])
 
 
-def _build(ctx, unit, split, usable, prefix):
-    """Runs ``keras_freeze.cache_features`` over the ``usable`` images, in index order, keyed by
-    the files (with size and time), the scaling and the image size."""
+def prepare(ctx, unit, model, prefix):
+    """The unit's `Features` (or ``None``) and the record's ``feature_cache`` dict.
+
+    Raises `ValueError` with ``--feature-cache on`` when the compiled ``model`` has no cacheable
+    prefix (under ``auto`` the unit falls back to the uncached path and logs why). The cache is
+    keyed by the files (with size and time), the scaling and the image size.
+    """
     settings = ctx.settings
+    use, reason = settings.feature_cache_for(unit.experiment)
+    if not use:
+        return None, unused(reason)
+    try:
+        split = keras_freeze.split_frozen_prefix(model)
+    except ValueError as e:
+        if settings.feature_cache == "on":
+            raise
+        reason = f"auto: split_frozen_prefix refused ({e})"
+        log(f"{prefix} feature cache not used: {reason}")
+        return None, unused(reason)
+    log(f"{prefix} feature cache ({reason}): prefix cut at {', '.join(split.cut)}")
+    # The data set's images in its folds (corrupt files left out), in index order.
+    usable = np.sort(np.concatenate([np.asarray(f, dtype=np.int64) for f in ctx.dataset.folds]))
     images = ctx.images(
         usable, image_size=unit.image_size, preprocess=unit.preprocess, batch_size=BUILD_BATCH
     )
@@ -49,30 +67,6 @@ def _build(ctx, unit, split, usable, prefix):
             "--feature-cache off."
         )
     log(f"{prefix} {cache.summary()}")
-    return cache
-
-
-def prepare(ctx, unit, model, prefix):
-    """The unit's `Features` (or ``None``) and the record's ``feature_cache`` dict.
-
-    Raises `ValueError` with ``--feature-cache on`` when the compiled ``model`` has no cacheable
-    prefix (under ``auto`` the unit falls back to the uncached path and logs why).
-    """
-    use, reason = ctx.settings.feature_cache_for(unit.experiment)
-    if not use:
-        return None, unused(reason)
-    try:
-        split = keras_freeze.split_frozen_prefix(model)
-    except ValueError as e:
-        if ctx.settings.feature_cache == "on":
-            raise
-        reason = f"auto: split_frozen_prefix refused ({e})"
-        log(f"{prefix} feature cache not used: {reason}")
-        return None, unused(reason)
-    log(f"{prefix} feature cache ({reason}): prefix cut at {', '.join(split.cut)}")
-    # The data set's images in its folds (corrupt files left out), in index order.
-    usable = np.sort(np.concatenate([np.asarray(f, dtype=np.int64) for f in ctx.dataset.folds]))
-    cache = _build(ctx, unit, split, usable, prefix)
     info = dict(unused(reason), used=True, dtype=cache.dtype, bytes=int(cache.nbytes))
     info.update(build_s=round(float(cache.build_seconds), 2), reused=bool(cache.reused))
     info["cut"] = list(split.cut)

@@ -30,7 +30,6 @@ _UNSAFE_RE = re.compile(r"[/\\\x00:]")
 
 
 def _unsafe_reason(name: str):
-    """Why ``name`` could escape the data directory, or None."""
     if not name:
         return "empty name"
     if _UNSAFE_RE.search(name):
@@ -45,11 +44,10 @@ def _unsafe_reason(name: str):
 def read_fold_lists(
     folds_dir, class_names=CLASS_NAMES, *, author_labels=None, on_unsafe: str = "raise"
 ) -> FoldLists:
-    """Reads ``Fold1.csv`` .. ``FoldK.csv`` (numbered 1..K) in fold order into a `FoldLists`.
+    """Reads ``Fold1.csv`` .. ``FoldK.csv`` in fold order (docs/covid_cxr_data.md).
 
-    ``author_labels`` (default `AUTHOR_LABELS`) maps label codes; a name that could escape the
-    data directory raises `ValueError` or, with ``on_unsafe="skip"``, goes to ``rejected``.
-    Raises `FileNotFoundError` (no folder or no list) or `ValueError` naming file and line.
+    ``author_labels`` (default `AUTHOR_LABELS`) maps label codes; an unsafe name raises
+    `ValueError` or, with ``on_unsafe="skip"``, goes to ``rejected``.
     """
     class_names = check_class_names(class_names)
     if on_unsafe not in ("raise", "skip"):
@@ -77,8 +75,8 @@ def read_fold_lists(
             f"Expected fold files numbered 1..K without gaps or repeats. Received: {numbers} "
             f"in {str(d)!r}."
         )
-    seen = {}
-    for f in [f for _, f in found]:
+    seen = {}  # lower-cased name -> "file:line" of its first row
+    for _, f in found:
         try:
             out.append(_read_fold(f, out, author_labels, on_unsafe, seen))
         except UnicodeDecodeError as e:
@@ -96,7 +94,7 @@ def read_fold_lists(
 
 
 def _read_fold(f, out, author_labels, on_unsafe, seen):
-    """The ``(name, class_index)`` rows of one fold file; ``seen``: names of earlier rows."""
+    """The ``(name, class_index)`` rows of one fold file."""
     fold = []
     with open(f, newline="", encoding="utf-8-sig") as fh:
         rows = csv.reader(fh)
@@ -148,10 +146,7 @@ class ResolvedFolds(list):
 
 
 def resolve_folds(index: ImageIndex, fold_lists, *, warn: bool = True) -> ResolvedFolds:
-    """Maps fold-list names (or ``(name, label)``) to `index` positions, case-insensitively.
-
-    Unmatched names go to ``missing`` (with ``warn``, a `UserWarning`); none matched: `ValueError`.
-    """
+    """Maps fold-list names (or ``(name, label)``) to `index` positions, case-insensitively."""
     lookup = index.name_to_index()
     out = ResolvedFolds()
     out.labels, out.missing = np.asarray(index.labels, dtype=np.int64), []
@@ -202,12 +197,10 @@ def stratified_folds(labels, n_folds: int = 10, seed: int = 0) -> ResolvedFolds:
 
 
 def split_fold(folds, test_fold: int, val_fraction: float = 0.1, seed: int = 42, *, labels=None):
-    """``(train, val, test)`` `np.int64` positions of one fold, as the authors' notebooks split.
+    """``(train, val, test)`` `np.int64` positions of 0-based ``test_fold`` (the notebooks' split).
 
-    test is ``folds[test_fold]`` (0-based); the other folds, concatenated in fold order, are
-    split by ``train_test_split(test_size=val_fraction, stratify=labels, random_state=seed)``
-    (unstratified, with a warning, where sklearn cannot stratify). ``labels`` defaults to
-    ``folds.labels``.
+    ``labels`` defaults to ``folds.labels``; unstratified, with a warning, where sklearn cannot
+    stratify.
     """
     n = len(folds)
     bad = isinstance(test_fold, bool) or not isinstance(test_fold, (int, np.integer))

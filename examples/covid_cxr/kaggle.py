@@ -30,7 +30,7 @@ def check_class_names(class_names) -> tuple[str, ...]:
 
 
 def _existing_dir(path) -> Path:
-    """``path`` (``~`` expanded) if it is a directory, else `FileNotFoundError` / `ValueError`."""
+    """``path`` (``~`` expanded) if it is a directory."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"Data directory does not exist. Received: data_dir={str(p)!r}")
@@ -40,8 +40,7 @@ def _existing_dir(path) -> Path:
 
 
 def find_dataset_root(path, class_names=CLASS_NAMES) -> Path:
-    """The directory holding all ``class_names`` folders: ``path`` or its
-    ``COVID-19_Radiography_Dataset`` child (else `ValueError` listing what was found)."""
+    """``path`` or its `DATASET_DIRNAME` child, whichever holds all ``class_names`` folders."""
     class_names = check_class_names(class_names)
     p = _existing_dir(path)
     for cand in (p, p / DATASET_DIRNAME):
@@ -57,35 +56,28 @@ def find_dataset_root(path, class_names=CLASS_NAMES) -> Path:
 
 
 def _subfolders(path: Path) -> list:
-    """The non-hidden sub-folders of ``path``, sorted."""
     return sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _paper_root(p: Path):
-    """The Kaggle root under ``p`` (itself or its `DATASET_DIRNAME` child), or None; a folder so
-    named, or with 3+ of the paper's class folders, must hold all four."""
+def find_class_folders(path) -> tuple:
+    """``(root, class_names)``: `CLASS_NAMES` for the Kaggle layout (in `path` or its
+    `DATASET_DIRNAME` child), else the two or more non-hidden sub-folders of `path`, sorted.
+
+    A folder named `DATASET_DIRNAME` or with three of the paper's class folders must hold all four.
+    """
+    p = _existing_dir(path)
     for cand in (p / DATASET_DIRNAME, p):
         if not cand.is_dir():
             continue
         present = [c for c in CLASS_NAMES if (cand / c).is_dir()]
         if len(present) == len(CLASS_NAMES):
-            return cand
+            return cand, tuple(CLASS_NAMES)
         if cand.name == DATASET_DIRNAME or len(present) >= 3:
             missing = [c for c in CLASS_NAMES if c not in present]
             raise ValueError(
                 f"Expected the four class folders of the Kaggle COVID-19 Radiography Database "
                 f"in {str(cand)!r}. Missing: {missing}; found: {_subfolders(cand)[:20]}."
             )
-    return None
-
-
-def find_class_folders(path) -> tuple:
-    """``(root, class_names)``: `CLASS_NAMES` for the Kaggle layout (in `path` or its
-    `DATASET_DIRNAME` child), else the two or more non-hidden sub-folders of `path`, sorted."""
-    p = _existing_dir(path)
-    root = _paper_root(p)
-    if root is not None:
-        return root, tuple(CLASS_NAMES)
     found = _subfolders(p)
     if len(found) < 2:
         raise ValueError(
@@ -103,15 +95,14 @@ def find_class_folders(path) -> tuple:
 
 
 def _is_utf8(name: str) -> bool:
-    """Whether ``name`` (listed with ``os.fsdecode``) came from valid UTF-8 bytes: no lone
-    surrogate, the only code points ``str.encode("utf-8")`` refuses."""
+    """Whether ``name`` (from ``os.fsdecode``) came from valid UTF-8: no lone surrogate."""
     return not any(0xD800 <= ord(ch) <= 0xDFFF for ch in name)
 
 
 @dataclasses.dataclass
 class ImageIndex:
-    """A data set's images by class, in natural order; ``labels`` from the class folders,
-    ``names``: stems as in fold lists, ``missing``: empty classes, ``skipped``: (path, reason)."""
+    """A data set's images in natural order; ``names``: stems as in fold lists, ``missing``:
+    empty classes, ``skipped``: (path, reason)."""
 
     paths: list
     labels: np.ndarray
@@ -125,12 +116,11 @@ class ImageIndex:
         return len(self.paths)
 
     def counts(self) -> dict:
-        """Images per class, in `class_names` order."""
         bc = np.bincount(self.labels, minlength=len(self.class_names))
         return {c: int(n) for c, n in zip(self.class_names, bc, strict=True)}
 
     def name_to_index(self) -> dict:
-        """Case-insensitive map from file stem to position."""
+        """Lower-cased file stem -> position."""
         return {n.lower(): i for i, n in enumerate(self.names)}
 
 
@@ -156,14 +146,12 @@ def list_images(root, class_names=CLASS_NAMES) -> ImageIndex:
             paths.append(path)
             labels.append(label)
             names.append(stem)
-    present = set(labels)
-    missing = [c for i, c in enumerate(class_names) if i not in present]
     if not paths:
         raise ValueError(
             f"Expected images ({', '.join(keras_freeze.IMAGE_EXTENSIONS)}) under "
             f"{str(root)!r}/<class>/ or <class>/images/ for classes {list(class_names)}. "
             "Received: no image files."
         )
-    return ImageIndex(
-        paths, np.asarray(labels, dtype=np.int64), names, class_names, str(root), missing, skipped
-    )
+    labels = np.asarray(labels, dtype=np.int64)
+    missing = [c for i, c in enumerate(class_names) if i not in labels]
+    return ImageIndex(paths, labels, names, class_names, str(root), missing, skipped)

@@ -21,10 +21,7 @@ __all__ = ["EXPECTED_PARAMS", "MODELS", "ModelSpec"]
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One architecture of Table 1: row title, source, sizes, parameter counts and builder.
-
-    ``min_size`` is the smallest side accepted; ``builder(num_classes, image_size, weights)``.
-    """
+    """One architecture of Table 1; ``min_size`` is the smallest side it accepts."""
 
     name: str
     title: str
@@ -37,11 +34,7 @@ class ModelSpec:
     builder: Callable[..., keras.Model] = dataclasses.field(repr=False, compare=False)
 
     def build(self, num_classes, image_size, weights=None):
-        """The uncompiled model from `(N, S, S, 3)` images in [0, 1] to `(N, num_classes)`.
-
-        ``weights``: `None` (random init) or `"imagenet"` (only where `pretrained`). Raises
-        `ValueError` if an argument is out of range or of the wrong type.
-        """
+        """The uncompiled model; ``weights``: `None` or, where `pretrained`, `"imagenet"`."""
         _check_int("num_classes", num_classes, 2)
         _check_int(
             "image_size", image_size, self.min_size, f"(the smallest side {self.name!r} accepts)"
@@ -58,7 +51,6 @@ class ModelSpec:
 
 
 def _check_int(name, value, minimum, why=""):
-    """Raises `ValueError` unless ``value`` is an int (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(
             f"Expected {name} to be an int >= {minimum}{' ' + why if why else ''}. "
@@ -67,7 +59,6 @@ def _check_int(name, value, minimum, why=""):
 
 
 def _softmax_head(x, num_classes):
-    """The Dense softmax layer ``predictions``."""
     return layers.Dense(num_classes, activation="softmax", name="predictions")(x)
 
 
@@ -271,7 +262,6 @@ MODELS = {
     )
 }
 
-# model.count_params() at the published input size with 4 classes (weights=None).
 EXPECTED_PARAMS = {
     "covid-net": 99_385_836,
     "covid-lite": 2_981_828,

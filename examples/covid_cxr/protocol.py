@@ -58,7 +58,7 @@ EXPERIMENT_TITLES = {
     "stochastic": "MobileNetV2 (50% stochastic fine tuning)",
     "freeze+attention": "Proposed: Mobile Freeze-Net + attention-based loss",
 }
-# Inception-V3's row label when it does not start from ImageNet weights (see `title`).
+# Inception-V3's row label when it does not start from ImageNet weights (the paper's did).
 INCEPTION_RANDOM_TITLE = "Inception-V3 (random init, not ImageNet; 100% training)"
 # Table 1 of the paper (macro average on the test set): f1, accuracy, precision, recall, auc.
 PAPER_TABLE1 = {
@@ -135,24 +135,20 @@ PREPROCESSING_TEXT = {
 
 
 def slug(experiment):
-    """File-name form of an experiment name (``freeze+attention`` -> ``freeze_attention``)."""
+    """File-name form of an experiment name."""
     return experiment.replace("+", "_")
 
 
 def head(n_classes):
-    """The head's description for ``n_classes`` classes (`HEAD` for the paper's four)."""
     return HEAD.replace("Dense(4,", f"Dense({int(n_classes)},")
 
 
 def learning_rate(experiment, lr, finetune_lr):
-    """Adam learning rate of ``experiment``: ``finetune_lr`` for finetune, else ``lr``."""
     return finetune_lr if experiment == "finetune" else lr
 
 
 def weights_for(experiment, weights):
-    """Initial weights of ``experiment``'s model under ``--weights weights``: MobileNetV2 takes
-    them as given, Inception-V3 ImageNet's only with ``imagenet`` (else random init), the
-    others none (trained from scratch, as in the paper)."""
+    """Initial weights of ``experiment``'s model under ``--weights weights`` (docs/covid_cxr.md)."""
     arch = ARCHITECTURES[experiment]
     if arch == "mobilenetv2":
         return weights
@@ -162,8 +158,7 @@ def weights_for(experiment, weights):
 
 
 def title(experiment, weights):
-    """Row label of ``experiment`` started from ``weights`` (Inception-V3 without ImageNet's says
-    so: the paper fine-tuned ImageNet's)."""
+    """Row label of ``experiment`` started from ``weights``."""
     if experiment == "inception-v3" and weights is None:
         return INCEPTION_RANDOM_TITLE
     return EXPERIMENT_TITLES[experiment]
