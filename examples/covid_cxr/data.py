@@ -162,19 +162,6 @@ def _check_folds(settings, n_folds, folds=None, files=None, when="listed"):
             )
 
 
-def _fold_counts(info, folds, labels, class_names):
-    """Adds fold sizes and per-class counts of the images used to ``info``."""
-    info["n_folds"] = len(folds)
-    info["fold_sizes"] = [int(len(f)) for f in folds]
-    used = np.zeros(len(labels), dtype=bool)
-    used[np.concatenate([np.asarray(f, dtype=int) for f in folds])] = True
-    info["n_used"] = int(used.sum())
-    counts = np.bincount(labels[used], minlength=len(class_names))
-    info["class_counts"] = {name: int(n) for name, n in zip(class_names, counts, strict=True)}
-    per_class = ", ".join(f"{k} {v}" for k, v in info["class_counts"].items())
-    log(f"[data] {info['n_used']} images in {len(folds)} folds; per class: {per_class}")
-
-
 def prepare_data(settings: Settings) -> DataSet:
     """The run's `DataSet`: images found (or generated), corrupt ones dropped, folds built."""
     root, class_names, source = _locate(settings)
@@ -216,5 +203,13 @@ def prepare_data(settings: Settings) -> DataSet:
         sub = folds_module.stratified_folds(all_labels[good], settings.n_folds, settings.seed)
         info["folds_source"] = f"stratified, {settings.n_folds} folds, seed {settings.seed}"
         folds = [good[np.asarray(f, dtype=int)] for f in sub]
-    _fold_counts(info, folds, all_labels, class_names)
+    info["n_folds"] = len(folds)
+    info["fold_sizes"] = [int(len(f)) for f in folds]
+    used = np.zeros(len(all_labels), dtype=bool)
+    used[np.concatenate([np.asarray(f, dtype=int) for f in folds])] = True
+    info["n_used"] = int(used.sum())
+    counts = np.bincount(all_labels[used], minlength=len(class_names))
+    info["class_counts"] = {name: int(n) for name, n in zip(class_names, counts, strict=True)}
+    per_class = ", ".join(f"{k} {v}" for k, v in info["class_counts"].items())
+    log(f"[data] {info['n_used']} images in {len(folds)} folds; per class: {per_class}")
     return DataSet(root, bool(is_synth), all_paths, all_labels, folds, info, tuple(class_names))
