@@ -159,18 +159,15 @@ class Training:
     fit_s: float = 0.0
 
 
-def _count_params(model) -> dict:
-    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    return {"trainable_params": int(trainable), "total_params": int(model.count_params())}
-
-
-def _set_bn_momentum(model, momentum):
-    """Sets every BatchNormalization's momentum (``None``: keep the model's)."""
-    if momentum is None:
-        return
-    for layer in keras_freeze.flatten_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
+def _finish(model, info, momentum) -> dict:
+    """Sets every BatchNormalization's momentum (``None``: keep); ``info`` with the counts."""
+    if momentum is not None:
+        for layer in keras_freeze.flatten_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = momentum
+    trainable = int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+    counts = {"trainable_params": trainable, "total_params": int(model.count_params())}
+    return {**info, "bn_momentum": momentum, **counts}
 
 
 def _freeze_info(f, mode):
@@ -182,10 +179,9 @@ def build_model(settings: Settings, unit: Unit, n_classes: int):
     if unit.architecture != "mobilenetv2":
         build = models.MODELS[unit.architecture].build
         model = build(n_classes, unit.image_size, weights=unit.weights)
-        _set_bn_momentum(model, settings.bn_momentum)
         layers = len(keras_freeze.flatten_layers(model))
         info = {"mode": "none (every layer trained)", "frozen": 0, "of": layers}
-        return model, {**info, "bn_momentum": settings.bn_momentum, **_count_params(model)}
+        return model, _finish(model, info, settings.bn_momentum)
     shape = (unit.image_size, unit.image_size, 3)
     base = keras_freeze.mobilenet_v2(weights=unit.weights, include_top=False, input_shape=shape)
     info = {"mode": "none", "frozen": 0, "of": len(base.layers)}
@@ -196,12 +192,11 @@ def build_model(settings: Settings, unit: Unit, n_classes: int):
     elif unit.experiment == "stochastic":
         frozen = keras_freeze.freeze_fraction(base, fraction, mode="stochastic", seed=seed)
         info = _freeze_info(frozen, f"stochastic 50% (seed {seed})")
-    _set_bn_momentum(base, settings.bn_momentum)
     inputs = keras.Input(shape, name="image")
     x = keras.layers.GlobalMaxPooling2D(name="gmp")(base(inputs))
     outputs = keras.layers.Dense(n_classes, activation="softmax", name="head")(x)
     model = keras.Model(inputs, outputs, name=f"mobilenetv2_{protocol.slug(unit.experiment)}")
-    return model, {**info, "bn_momentum": settings.bn_momentum, **_count_params(model)}
+    return model, _finish(model, info, settings.bn_momentum)
 
 
 class TrainingProgress(keras.callbacks.Callback):

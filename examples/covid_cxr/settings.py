@@ -130,7 +130,9 @@ class Settings:
         choices=["estimate", "paper"],
     )
     mc_samples: int = _number(
-        1000, "Monte Carlo samples of estimate_class_attention, 2 to 10^7. Default: %(default)s."
+        1000,
+        "Monte Carlo samples of estimate_class_attention (--alpha estimate), 2 to 10^7. "
+        "Default: %(default)s.",
     )
     lr: float = _number(
         1e-4,
@@ -169,8 +171,9 @@ class Settings:
     feature_cache: str = _option(
         "auto",
         "train freeze and freeze+attention on their frozen prefix's features, computed once per "
-        "run (keras_freeze.cache_features) into --cache-dir (else --out)/feature_cache. 'auto': "
-        "for those two; 'on': refused with other experiments; 'off': never. Default: %(default)s.",
+        "run (keras_freeze.cache_features), shared by the folds and both experiments, in "
+        "--cache-dir (else --out)/feature_cache. 'auto': for those two; 'on': the same, refused "
+        "with other experiments; 'off': never. Default: %(default)s.",
         choices=list(protocol.FEATURE_CACHE_MODES),
     )
     feature_cache_dtype: str = _option(
@@ -201,7 +204,8 @@ class Settings:
         False,
         "deterministic kernels on every backend and one CPU thread per unit unless --threads is "
         "given: the records then do not depend on --jobs, --shard or a shared GPU's load. Slower; "
-        "on a GPU with JAX or TensorFlow, the models with MaxPooling2D are refused.",
+        "on a GPU with JAX or TensorFlow, covid-net, covid-lite, inception-v3 and resnet18-cwbce "
+        "(MaxPooling2D) are refused.",
     )
     save_models: bool = _option(
         False,
@@ -216,7 +220,7 @@ class Settings:
         metavar="K/N",
     )
     verbose: bool = _option(
-        False, "also print Keras' per-epoch lines and the backends' start-up lines."
+        False, "also print Keras' per-epoch lines and the backends' start-up lines (else silenced)."
     )
 
     @classmethod
