@@ -64,12 +64,6 @@ class Comparison:
         return f"{text}: {name} = {p:.2f}{note}"
 
 
-def paired_records(recs_a, recs_b):
-    """(A's record, B's record) of every fold both ran, in fold order."""
-    by_fold = {r.fold: r for r in recs_b}
-    return [(r, by_fold[r.fold]) for r in sorted(recs_a, key=lambda r: r.fold) if r.fold in by_fold]
-
-
 def n_test_over_n_train(recs) -> float:
     """Mean n_test / n_train, n_train the training and early-stopping images: 1 / (k - 1)."""
     ratios = [r.split["test"] / (r.split["train"] + r.split["validation"]) for r in recs]
@@ -94,11 +88,6 @@ def _right_by_file(predictions):  # file -> whether argmax(y_prob) is y_true
     return dict(zip(predictions["files"], right.tolist(), strict=True))
 
 
-def alpha_ratio(record):
-    """max(alpha) / min(alpha) of a record's attention loss (``None`` without alpha)."""
-    return max(record.alpha) / min(record.alpha) if record.alpha else None
-
-
 def _finite(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -112,7 +101,7 @@ def _compare_one(ref, other, pairs, average, metric, mc, rope):
     t_test = keras_freeze.corrected_t_test(diffs, ratio) if enough else None
     posterior = keras_freeze.bayesian_correlated_t_test(diffs, ratio, rope) if enough else None
     attention = [r for pair in pairs for r in pair if r.experiment == "freeze+attention"]
-    alphas = tuple(x for x in map(alpha_ratio, attention) if x is not None)
+    alphas = tuple(max(r.alpha) / min(r.alpha) for r in attention if r.alpha)
     folds = tuple(ra.fold for ra, _ in pairs)
     return Comparison(
         ref, ref, other, average, metric, folds, *a_b, ratio, t_test, posterior, mc, alphas
@@ -129,7 +118,9 @@ def compare(by_exp, rope=ROPE):
             if other == ref or pair in done or not by_exp.get(ref) or not by_exp.get(other):
                 continue
             done.add(pair)
-            pairs = paired_records(by_exp[ref], by_exp[other])
+            by_fold = {r.fold: r for r in by_exp[other]}  # (A, B) of each fold both ran
+            ref_recs = sorted(by_exp[ref], key=lambda r: r.fold)
+            pairs = [(r, by_fold[r.fold]) for r in ref_recs if r.fold in by_fold]
             if not pairs:
                 continue
             a_right, b_right = correct_pairs(pairs)

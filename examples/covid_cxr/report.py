@@ -111,7 +111,6 @@ TABLES = {
 
 
 def _one_or_per_model(recs, field, unit=""):
-    """``field``'s value if every record shares it, else a pointer to the per-model values."""
     values = {str(getattr(r, field)) for r in recs}
     return values.pop() + unit if len(values) == 1 else "per model (results.csv)"
 
@@ -202,10 +201,9 @@ def write_attention(out, by_exp, synthetic, class_names):
     if not recs:
         return None
     paper = [float(a) for a in keras_freeze.PAPER_ALPHA] if is_paper_classes(class_names) else None
-    payload = dict(
-        synthetic=synthetic, note=protocol.SYNTHETIC_BANNER if synthetic else "real data"
-    )
-    payload.update(class_names=list(class_names), paper_alpha=paper, folds={})
+    note = protocol.SYNTHETIC_BANNER if synthetic else "real data"
+    payload = dict(synthetic=synthetic, note=note, class_names=list(class_names))
+    payload.update(paper_alpha=paper, folds={})
     text = _title("# Class attention weights (alpha) of the attention-based loss", synthetic)
     text += ATTENTION_FORMULA + _md_row(["Fold", "Source", *class_names], header=True)
     details = []
@@ -213,8 +211,7 @@ def write_attention(out, by_exp, synthetic, class_names):
         fold = payload["folds"][str(r.fold)] = {"alpha": r.alpha, "source": r.alpha_source}
         text += _md_row([r.fold, r.alpha_source, *(f"{a:.5f}" for a in r.alpha)])
         own = r.alpha_source != protocol.PAPER_ALPHA_SOURCE
-        estimate = store.attention_of(r.fold) if own else None
-        if estimate is not None:
+        if own and (estimate := store.attention_of(r.fold)) is not None:
             fold["estimate"] = estimate.to_dict()
             details.append(f"## Fold {r.fold}\n\n{estimate.to_markdown().strip()}\n")
     if paper is not None:
@@ -263,8 +260,7 @@ def _p_text(p):
     return "< 0.0001" if p < 0.0001 else f"{p:.4f}"
 
 
-def _statistics_cells(c: paired.Comparison):
-    """One row of ``statistics.md``."""
+def _statistics_cells(c: paired.Comparison):  # one row of statistics.md
     cells = [f"{c.a} − {c.b}", c.average, ",".join(map(str, c.folds)) or "none"]
     t, post, mc = c.t_test, c.posterior, c.mcnemar
     if t is None:
@@ -379,13 +375,12 @@ def _table1_figure(by_exp, tag, class_names):
 
 def _curves_figure(exp, recs, tag):
     fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(14, 4))
-    for r in recs:
-        ep = range(1, len(r.history.get("loss", [])) + 1)
-        for ax, (key, _) in zip(axes, CURVE_PANELS.items(), strict=True):
+    for ax, (key, ylabel) in zip(axes, CURVE_PANELS.items(), strict=True):
+        for r in recs:
+            ep = range(1, len(r.history.get("loss", [])) + 1)
             for k, style, split in ((key, "-o", "train"), ("val_" + key, "--s", "validation")):
                 if k in r.history:
                     ax.plot(ep, r.history[k], style, ms=3, label=f"fold {r.fold} {split}")
-    for ax, (_, ylabel) in zip(axes, CURVE_PANELS.items(), strict=True):
         ax.set(xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -422,9 +417,8 @@ def write_reports(out, shared, synthetic, class_names):
     by_exp = records.RecordStore(out).collect(shared)
     rows = [_csv_row(r) for exp in EXPERIMENTS for r in by_exp[exp]]
     _write_csv(out / "results.csv", CSV_COLUMNS, rows)
-    t1 = write_table(out, by_exp, synthetic, class_names, "macro")
-    t2 = write_table(out, by_exp, synthetic, class_names, "weighted")
+    tables = tuple(write_table(out, by_exp, synthetic, class_names, a) for a in TABLES)
     write_statistics(out, by_exp, synthetic, class_names)
     write_attention(out, by_exp, synthetic, class_names)
     write_figures(out, by_exp, synthetic, class_names)
-    return t1, t2
+    return tables
