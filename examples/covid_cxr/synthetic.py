@@ -2,10 +2,8 @@
 
 The embedded default of the COVID CXR example, read by the same loader (`kaggle.py`) as the real
 Kaggle data. THE IMAGES ARE SYNTHETIC (geometric primitives and noise, not medical images; each
-tree holds a `DATA_IS_SYNTHETIC` marker and a README): varied anatomy plus a class finding in the
-lungs (COVID: peripheral lower-zone haze; Lung_Opacity: one or two faint consolidations, close to
-Normal; Viral Pneumonia: perihilar reticular lines; Normal: clear). Class sizes follow the paper's
-ratios; image ``i`` of a class is seeded by ``(seed, class, i)``. Command line:
+tree holds a `DATA_IS_SYNTHETIC` marker and a README); the anatomy, each class's finding, the class
+sizes and the seeding: docs/covid_cxr_data.md. Command line:
 ``python examples/covid_cxr/synthetic.py --out /tmp/cxr --n-total 400 --montage /tmp/cxr_montage``
 """
 
@@ -47,22 +45,15 @@ Class counts: {counts}
 
 
 def class_counts(n_total: int, counts=None) -> dict[str, int]:
-    """Splits `n_total` images over the classes in the paper's ratios (largest remainder).
-
-    Args:
-        n_total: Total number of images, at least one per class.
-        counts: Optional class name -> count mapping; validated and returned instead.
-
-    Returns:
-        Dict class name -> number of images (each >= 1), in `CLASS_NAMES` order.
+    """Class name -> number of images (each >= 1, `CLASS_NAMES` order): `n_total` split in the
+    paper's ratios (largest remainder), or ``counts`` (class name -> count), validated.
 
     Example:
         >>> class_counts(100)
         {'COVID': 17, 'Lung_Opacity': 29, 'Normal': 48, 'Viral Pneumonia': 6}
     """
     if counts is not None:
-        unknown = sorted(set(counts) - set(CLASS_NAMES))
-        if unknown:
+        if unknown := sorted(set(counts) - set(CLASS_NAMES)):
             raise ValueError(
                 f"Expected counts keyed by {list(CLASS_NAMES)}. Received unknown keys: {unknown}"
             )
@@ -146,8 +137,7 @@ def _gauss(z2):
 
 def _blobs(x, y, centers, radii, amps):
     """Sum of isotropic Gaussian blobs: centers (B, 2), radii (B,), amps (B,)."""
-    cx = np.asarray(centers, np.float32)[:, 0, None, None]
-    cy = np.asarray(centers, np.float32)[:, 1, None, None]
+    cx, cy = np.asarray(centers, np.float32).T[:, :, None, None]
     r = np.asarray(radii, np.float32)[:, None, None]
     a = np.asarray(amps, np.float32)[:, None, None]
     return (a * _gauss(((x[None] - cx) ** 2 + (y[None] - cy) ** 2) / (2 * r**2))).sum(axis=0)
@@ -271,16 +261,8 @@ class _Chest:
 
 
 def draw_cxr(class_name: str, rng: np.random.Generator, image_size: int = 299) -> np.ndarray:
-    """Draws one synthetic chest-X-ray-like image.
-
-    Args:
-        class_name: One of `CLASS_NAMES`.
-        rng: NumPy random generator (the image is a pure function of its state).
-        image_size: Side of the square output image in pixels (>= 32).
-
-    Returns:
-        A `(image_size, image_size)` uint8 array (grayscale, bright = dense).
-    """
+    """One synthetic chest-X-ray-like image of ``class_name``: an ``(image_size, image_size)``
+    uint8 array (grayscale, bright = dense; side >= 32), a pure function of ``rng``'s state."""
     if class_name not in CLASS_NAMES:
         raise ValueError(f"Expected class_name in {list(CLASS_NAMES)}. Received: {class_name!r}")
     if int(image_size) < 32:
@@ -297,8 +279,7 @@ def draw_cxr(class_name: str, rng: np.random.Generator, image_size: int = 299) -
 def _complete(dataset_root: Path, params: dict, counts: dict[str, int]) -> bool:
     """Whether `dataset_root` holds a tree with manifest `params` and all its images."""
     try:
-        with open(dataset_root / MANIFEST_FILENAME) as fh:
-            manifest = json.load(fh)
+        manifest = json.loads((dataset_root / MANIFEST_FILENAME).read_text())
     except (OSError, ValueError):
         return False
     if manifest != params:
@@ -314,26 +295,14 @@ def _complete(dataset_root: Path, params: dict, counts: dict[str, int]) -> bool:
 def generate_synthetic_cxr(
     root=None, n_total=600, image_size=299, seed=0, counts=None, progress=True, workers=1
 ) -> Path:
-    """Writes (or reuses) a synthetic CXR-like data set in the Kaggle layout.
+    """Writes (or reuses) a synthetic CXR-like data set in the Kaggle layout; returns its root,
+    ``root/COVID-19_Radiography_Dataset`` (``root`` by default `default_cache_dir` of the rest).
 
     The tree (``<Class>/images/<Class>-<i>.png``, a README, a ``DATA_IS_SYNTHETIC`` marker and a
-    manifest) is built in a temporary directory and moved into place; a complete one is reused.
-
-    Args:
-        root: Directory to write into; default `default_cache_dir(...)` of these parameters.
-        n_total: Total number of images (int), split in the paper's class ratios.
-        image_size: Side of the square PNGs in pixels (int >= 32).
-        seed: Seed (int); the tree depends only on `(n_total, image_size, seed, counts)`.
-        counts: Optional explicit class name -> count mapping (overrides `n_total`).
-        progress: Print progress lines to stderr.
-        workers: Processes drawing the images (int >= 1); the tree does not depend on it.
-
-    Returns:
-        Path of the dataset root (``root/COVID-19_Radiography_Dataset``).
-
-    Raises:
-        ValueError: If a parameter is invalid.
-        FileExistsError: If the target exists and is not a synthetic tree written here.
+    manifest) depends only on ``(n_total, image_size, seed, counts)`` (``counts`` overrides
+    ``n_total``), not on ``workers`` (the drawing processes). It is built in a temporary directory
+    and moved into place; a complete one is reused. ValueError for an invalid parameter;
+    FileExistsError if the target exists and is not a synthetic tree written here.
     """
     counts = class_counts(n_total, counts)
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
@@ -413,8 +382,7 @@ def _write_tree(tmp_ds: Path, params: dict, progress, workers):
     (tmp_ds / MARKER_FILENAME).write_text(marker)
     short = json.dumps({k: v for k, v in params.items() if k != "counts"})
     (tmp_ds / "README.txt").write_text(_README.format(params=short, counts=json.dumps(counts)))
-    with open(tmp_ds / MANIFEST_FILENAME, "w") as fh:
-        json.dump(params, fh, indent=1, sort_keys=True)
+    (tmp_ds / MANIFEST_FILENAME).write_text(json.dumps(params, indent=1, sort_keys=True))
 
 
 def _draw_and_save(task):
