@@ -160,8 +160,9 @@ class GradualUnfreezing(keras.callbacks.Callback):
     `target` or frozen set is then refused, and a stochastic schedule with
     `seed=None` resumes with the seed recorded. Without `backup_dir`, a
     stochastic schedule resumes identically only with the same fixed `seed`
-    in both runs (not checked), and a resume with `seed=None` (which would
-    draw a new seed, hence another frozen set) is refused.
+    in both runs (unchecked: a warning says so), and a resume with
+    `seed=None` (which would draw a new seed, hence another frozen set) is
+    refused.
 
     `freeze_fraction` resets every other layer of the model (or of `target`)
     to trainable, so flags set by hand before `fit` do not survive the first
@@ -310,7 +311,16 @@ class GradualUnfreezing(keras.callbacks.Callback):
         record = self._read_record()
         if record is not None:
             self._check_record(record, epoch)
-        elif self.mode == "stochastic" and self.seed is None:
+        elif self.mode == "stochastic" and self.seed is not None:
+            warnings.warn(
+                f"GradualUnfreezing: resuming a stochastic schedule (seed={self.seed}) from a "
+                f"backup (restored at epoch {epoch}) that holds no record of the interrupted "
+                "run's seed and frozen set, so a different seed goes unnoticed. Pass "
+                "backup_dir=<the BackupAndRestore folder> to GradualUnfreezing to have it "
+                "checked.",
+                stacklevel=2,
+            )
+        elif self.mode == "stochastic":
             raise ValueError(
                 "GradualUnfreezing: cannot resume a stochastic schedule with seed=None from a "
                 f"backup (restored at epoch {epoch}): this run drew a new seed, so it would "

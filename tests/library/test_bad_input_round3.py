@@ -435,8 +435,13 @@ def test_gradual_unfreezing_stochastic_resume_without_seed_is_refused(tmp_path):
 
 
 def test_gradual_unfreezing_stochastic_resume_with_the_same_seed_still_works(tmp_path):
-    model, _ = _resume_run(tmp_path, 3, 3)
+    # Without backup_dir nothing records the seed: the resume works and says it cannot check.
+    with pytest.warns(UserWarning, match=r"seed=3.*no record.*Pass backup_dir="):
+        model, _ = _resume_run(tmp_path, 3, 3)
     assert all(layer.trainable for layer in model.layers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # with the record: checked, no warning
+        _resume_run(tmp_path / "recorded", 3, 3, record=True)
 
 
 def test_gradual_unfreezing_resume_with_another_seed_is_refused_when_recorded(tmp_path):
