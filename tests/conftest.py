@@ -40,12 +40,3 @@ def _clear_keras_session():
 def backend():
     return keras.backend.backend()
 
-
-def pytest_collection_modifyitems(config, items):
-    """Runs the tests marked ``slow`` first (otherwise in collection order).
-
-    With pytest-xdist's ``--dist worksteal`` (README's test command) the worker that holds the
-    long tests starts them at once while the other works through the short ones and then takes
-    over what is left, so no long test starts last and keeps one worker busy alone at the end.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
