@@ -13,8 +13,10 @@ scores or the test predictions of a k-fold cross-validation:
   wrong.
 
 Everything is NumPy and the standard library: the values equal SciPy's
-(`scipy.stats.t`, `binom`, `chi2`) and `baycomp.CorrelatedTTest`'s, which
-the tests use as oracles, but neither is needed at run time. The binomial
+(`scipy.stats.t`, `binom`, `chi2`) and `baycomp.CorrelatedTTest`'s to about
+1e-10 relative for up to ~1e5 degrees of freedom (far more folds than any
+cross-validation has; the log-beta function loses digits beyond), which the
+tests use as oracles, but neither is needed at run time. The binomial
 p-value is exact (integer arithmetic).
 """
 
@@ -195,13 +197,29 @@ def _t_ppf(q, df):
 
 
 def _differences(diffs):
-    d = np.asarray(diffs, dtype=np.float64).ravel()
-    if d.size < 2 or not np.all(np.isfinite(d)):
+    try:
+        d = np.asarray(diffs, dtype=np.float64)
+    except (TypeError, ValueError):
         raise ValueError(
-            "Expected at least 2 finite paired differences (one per fold, A - B). "
-            f"Received: diffs={d.tolist()}"
+            f"Expected diffs to be numbers (one per fold, A - B). Received: diffs={diffs!r}"
+        ) from None
+    if d.ndim != 1 or d.size < 2 or not np.all(np.isfinite(d)):
+        raise ValueError(
+            "Expected a 1-D sequence of at least 2 finite paired differences (one per fold, "
+            f"A - B). Received: diffs={d.tolist()}"
         )
     return d
+
+
+def _outcomes(name, values):
+    """A 1-D boolean array of right (1/True) and wrong (0/False) answers, else a ValueError."""
+    v = np.asarray(values)
+    if v.ndim != 1 or not (v.dtype == bool or np.isin(v, (0, 1)).all()):
+        raise ValueError(
+            f"Expected {name} to be a 1-D sequence of booleans or 0/1 (right or wrong, one per "
+            f"image). Received: {name} of shape {v.shape} and dtype {v.dtype}"
+        )
+    return v.astype(bool)
 
 
 def _test_over_train(value):
@@ -355,8 +373,8 @@ def mcnemar(a_correct, b_correct, exact_below=25) -> McNemarResult:
         A `McNemarResult`.
 
     Raises:
-        ValueError: no outcome, outcomes of different lengths or a bad
-            ``exact_below``.
+        ValueError: no outcome, outcomes that are not 1-D booleans or 0/1,
+            outcomes of different lengths or a bad ``exact_below``.
 
     Example:
 
@@ -365,8 +383,7 @@ def mcnemar(a_correct, b_correct, exact_below=25) -> McNemarResult:
     >>> mc.a_only, mc.b_only, mc.method, mc.p  # 2 * P(Bin(3, 1/2) <= 1)
     (2, 1, 'exact binomial', 1.0)
     """
-    a = np.asarray(a_correct, dtype=bool).ravel()
-    b = np.asarray(b_correct, dtype=bool).ravel()
+    a, b = _outcomes("a_correct", a_correct), _outcomes("b_correct", b_correct)
     if a.shape != b.shape or not a.size:
         raise ValueError(
             "Expected one outcome of each model per image, at least one image, in the "

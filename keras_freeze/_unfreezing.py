@@ -119,6 +119,26 @@ def _sync_optimizer(model):
     return True
 
 
+def _check_record_shape(record):
+    """Raises a ValueError unless `record` has the fields and types `_write_record` writes."""
+    if not isinstance(record, dict):
+        raise ValueError(f"not a JSON object but {type(record).__name__}")
+    missing = sorted({"seed", "mode", "by", "target", "epoch", "frozen_sets"} - set(record))
+    if missing:
+        raise ValueError(f"missing keys {missing}")
+    sets = record["frozen_sets"]
+    well_formed = isinstance(sets, list) and all(
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], (int, float))
+        and isinstance(entry[1], list)
+        and all(isinstance(i, int) for i in entry[1])
+        for entry in sets
+    )
+    if not well_formed or not (record["seed"] is None or isinstance(record["seed"], int)):
+        raise ValueError("unexpected seed or frozen_sets")
+
+
 @keras.saving.register_keras_serializable(package="keras_freeze")
 class GradualUnfreezing(keras.callbacks.Callback):
     """Unfreezes a model step by step during `fit` (ULMFiT-style fine-tuning).
@@ -249,6 +269,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         self._restored = []
         self._hooked = None
         self._first_epoch = True
+        self._recorded = []
 
     def fraction_for_epoch(self, epoch: int) -> float:
         """Returns the frozen fraction the schedule sets for 0-based `epoch`."""
@@ -269,6 +290,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._applied = None
         self._last_report = None
+        self._recorded = []
         self._first_epoch = True
         self._target_model()  # fail early on a wrong target
         if self.mode == "stochastic" and self.seed is None:
@@ -314,10 +336,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
         elif self.mode == "stochastic" and self.seed is not None:
             warnings.warn(
                 f"GradualUnfreezing: resuming a stochastic schedule (seed={self.seed}) from a "
-                f"backup (restored at epoch {epoch}) that holds no record of the interrupted "
-                "run's seed and frozen set, so a different seed goes unnoticed. Pass "
-                "backup_dir=<the BackupAndRestore folder> to GradualUnfreezing to have it "
-                "checked.",
+                f"backup (restored at epoch {epoch}) without a record of the interrupted run's "
+                f"seed and frozen set, so a different seed goes unnoticed. {self._no_record()}",
                 stacklevel=2,
             )
         elif self.mode == "stochastic":
@@ -327,9 +347,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 "freeze a different set of layers than the interrupted run and load the "
                 "backed-up optimizer state into the wrong variables. Received: "
                 "mode='stochastic', seed=None. Pass the same integer seed in both runs, e.g. "
-                "GradualUnfreezing(schedule, mode='stochastic', seed=0), or pass "
-                "backup_dir=<the BackupAndRestore folder> to both runs so that the seed is "
-                "recorded, or delete the backup to start over."
+                "GradualUnfreezing(schedule, mode='stochastic', seed=0), or delete the backup to "
+                f"start over. {self._no_record()}"
             )
         optimizer = self.model.optimizer
         candidates = [self.fraction_for_epoch(e) for e in (epoch - 1, epoch) if e >= 0]
@@ -344,8 +363,11 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 compat.replace_compiled_optimizer(self.model, optimizer, fresh)
                 self._applied, self._last_report = fraction, report
                 self.reports.append((epoch, report))
-                if record is not None and record["fraction"] == fraction:
-                    self._check_frozen(record, report)
+                positions = self._frozen_positions(report)
+                recorded = dict(record["frozen_sets"]) if record is not None else {}
+                if fraction in recorded:
+                    self._check_frozen(fraction, recorded[fraction], positions)
+                self._recorded = [[fraction, positions]]
                 return
         warnings.warn(
             f"GradualUnfreezing: the optimizer state restored at epoch {epoch} (by "
@@ -358,6 +380,18 @@ class GradualUnfreezing(keras.callbacks.Callback):
     def _record_path(self):
         return os.path.join(self.backup_dir, "gradual_unfreezing.json")
 
+    def _no_record(self):
+        """What to do when a resume finds no record (for the messages)."""
+        if self.backup_dir is None:
+            return (
+                "Pass backup_dir=<the BackupAndRestore folder> to GradualUnfreezing (in both "
+                "runs) to have the seed recorded and checked."
+            )
+        return (
+            f"No record was found in backup_dir={self.backup_dir!r}: is it the folder of the "
+            "BackupAndRestore callback, and was it given to the interrupted run too?"
+        )
+
     def _read_record(self):
         """The record of the interrupted run in `backup_dir`, or None."""
         if self.backup_dir is None or not os.path.exists(self._record_path()):
@@ -365,9 +399,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
         try:
             with open(self._record_path(), encoding="utf-8") as f:
                 record = json.load(f)
-            keys = {"seed", "mode", "by", "target", "epoch", "fraction", "frozen"}
-            if not isinstance(record, dict) or not keys <= set(record):
-                raise ValueError(f"missing keys {sorted(keys - set(record or {}))}")
+            _check_record_shape(record)
         except ValueError as error:
             raise ValueError(
                 f"GradualUnfreezing: the record {self._record_path()!r} is damaged ({error}), "
@@ -401,28 +433,34 @@ class GradualUnfreezing(keras.callbacks.Callback):
         layers = flatten_layers(self._target_model())
         return [i for i, layer in enumerate(layers) if layer.name in frozen]
 
-    def _check_frozen(self, record, report):
-        ours = self._frozen_positions(report)
-        if ours != record["frozen"]:
-            changed = sorted(set(ours) ^ set(record["frozen"]))
+    def _check_frozen(self, fraction, theirs, ours):
+        """Refuses a resume whose frozen set at `fraction` differs from the recorded one."""
+        if ours != theirs:
+            changed = sorted(set(ours) ^ set(theirs))
             raise ValueError(
                 f"GradualUnfreezing: cannot resume from the backup in {self.backup_dir!r}: at "
-                f"frozen fraction {record['fraction']:g} the interrupted run froze "
-                f"{len(record['frozen'])} layers, this model {len(ours)}; they differ at layer "
-                f"positions {changed[:5]}{' ...' if len(changed) > 5 else ''}. Resume with the "
-                "same model, or delete the backup folder to start over."
+                f"frozen fraction {fraction:g} the interrupted run froze {len(theirs)} layers, "
+                f"this model {len(ours)}; they differ at layer positions {changed[:5]}"
+                f"{' ...' if len(changed) > 5 else ''}. Resume with the same model, or delete "
+                "the backup folder to start over."
             )
 
     def _write_record(self, epoch):
-        """Records the seed and the frozen set in force at `epoch` in `backup_dir`."""
+        """Records the seed and the frozen sets of `epoch` and of the fraction before it.
+
+        A backup written at the end of the epoch before a change of fraction holds the
+        optimizer state of the earlier set, so both are kept for the resume to check.
+        """
+        if not self._recorded or self._recorded[-1][0] != self._applied:
+            self._recorded = [*self._recorded[-1:], [self._applied, None]]
+        self._recorded[-1][1] = self._frozen_positions(self._last_report)
         record = {
             "seed": self._run_seed if self.mode == "stochastic" else None,
             "mode": self.mode,
             "by": self.by,
             "target": self.target,
             "epoch": epoch,
-            "fraction": self._applied,
-            "frozen": self._frozen_positions(self._last_report),
+            "frozen_sets": self._recorded,  # [[fraction, frozen layer positions], ...]
         }
         os.makedirs(self.backup_dir, exist_ok=True)
         temporary = self._record_path() + ".tmp"

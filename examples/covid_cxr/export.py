@@ -20,6 +20,8 @@ INSTALL = 'pip install "keras-freeze[export]"'
 
 @dataclasses.dataclass(frozen=True)
 class ExportSettings:
+    """What `reproduce.py export` converts (checked on creation): model, format, quantization."""
+
     model: Path
     format: str
     quantize: str = "none"

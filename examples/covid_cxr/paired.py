@@ -95,16 +95,26 @@ def _finite(x):
 def _compare_one(ref, other, pairs, average, metric, mc, rope):
     """One `Comparison`; the fold-level tests only over folds where both scores are finite."""
     pairs = [p for p in pairs if all(_finite(r.metrics[average][metric]) for r in p)]
-    a_b = [tuple(float(pair[i].metrics[average][metric]) for pair in pairs) for i in (0, 1)]
+    scores_a = tuple(float(a.metrics[average][metric]) for a, _ in pairs)
+    scores_b = tuple(float(b.metrics[average][metric]) for _, b in pairs)
     ratio = n_test_over_n_train([r for pair in pairs for r in pair]) if pairs else math.nan
-    diffs, enough = np.subtract(*a_b), len(pairs) >= MIN_FOLDS
-    t_test = keras_freeze.corrected_t_test(diffs, ratio) if enough else None
-    posterior = keras_freeze.bayesian_correlated_t_test(diffs, ratio, rope) if enough else None
+    diffs = np.subtract(scores_a, scores_b)
+    enough = len(pairs) >= MIN_FOLDS
     attention = [r for pair in pairs for r in pair if r.experiment == "freeze+attention"]
-    alphas = tuple(max(r.alpha) / min(r.alpha) for r in attention if r.alpha)
-    folds = tuple(ra.fold for ra, _ in pairs)
     return Comparison(
-        ref, ref, other, average, metric, folds, *a_b, ratio, t_test, posterior, mc, alphas
+        reference=ref,
+        a=ref,
+        b=other,
+        average=average,
+        metric=metric,
+        folds=tuple(a.fold for a, _ in pairs),
+        scores_a=scores_a,
+        scores_b=scores_b,
+        test_over_train=ratio,
+        t_test=keras_freeze.corrected_t_test(diffs, ratio) if enough else None,
+        posterior=keras_freeze.bayesian_correlated_t_test(diffs, ratio, rope) if enough else None,
+        mcnemar=mc,
+        alpha_ratios=tuple(max(r.alpha) / min(r.alpha) for r in attention if r.alpha),
     )
 
 

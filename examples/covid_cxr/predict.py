@@ -110,7 +110,8 @@ def main(argv) -> int:
         metrics = keras_freeze.classification_metrics(
             np.asarray(labels, dtype=int), probs, class_names=list(names), zero_division=0.0
         ).to_dict()
-        records.atomic_write_json(path := args.out.with_suffix(".metrics.json"), metrics)
+        path = args.out.with_suffix(".metrics.json")
+        records.atomic_write_json(path, metrics)
         m = metrics["macro"]
         log(
             f"[predict] macro F1 {fmt(m['f1'])}, accuracy {fmt(m['accuracy'])}, precision "

@@ -61,7 +61,8 @@ def pending(ctx: experiment.RunContext, units):
     """The units without a complete record made with the run's settings, and how many had one."""
     store, fingerprint, todo = ctx.store, ctx.dataset.fingerprint(), []
     for exp, fold in units:
-        rec = store.load(path := store.path(exp, fold))
+        path = store.path(exp, fold)
+        rec = store.load(path)
         if rec is not None and rec.made_with(ctx.settings.record_key(exp, fingerprint)):
             if not ctx.settings.save_models or _has_model(ctx.settings.out, rec):
                 log(f"[plan] {exp} fold {fold}: already complete in {path}, skipped")

@@ -43,7 +43,8 @@ class ModelInfo:
     @classmethod
     def read(cls, model_path) -> "ModelInfo":
         """The sidecar of ``model_path`` (``M.keras`` -> ``M.json``); ValueError naming it."""
-        obj = records.read_json(path := Path(model_path).with_suffix(".json"))
+        path = Path(model_path).with_suffix(".json")
+        obj = records.read_json(path)
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(obj, dict) or obj.get("format") != FORMAT or not names <= set(obj):
             raise ValueError(

@@ -394,7 +394,9 @@ def test_layerwise_decay_that_underflows_is_refused_naming_the_smallest_decay():
 # --------------------------------------------------------------------------
 
 
-def _resume_run(tmp_path, seed_first, seed_second, record=False, reshaped=False, between=None):
+def _resume_run(
+    tmp_path, seed_first, seed_second, record=False, reshaped=False, between=None, stop=1
+):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(16, 4)).astype("float32"), np.arange(16) % 3
     schedule = {0: 0.5, 2: 0.25, 4: 0.0}
@@ -421,7 +423,7 @@ def _resume_run(tmp_path, seed_first, seed_second, record=False, reshaped=False,
         return model
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        run(seed_first, stop=1)
+        run(seed_first, stop=stop)
     if between is not None:
         between(tmp_path / "backup")
     # `reshaped`: a weightless layer in front, so weights load but layer positions shift.
@@ -436,7 +438,7 @@ def test_gradual_unfreezing_stochastic_resume_without_seed_is_refused(tmp_path):
 
 def test_gradual_unfreezing_stochastic_resume_with_the_same_seed_still_works(tmp_path):
     # Without backup_dir nothing records the seed: the resume works and says it cannot check.
-    with pytest.warns(UserWarning, match=r"seed=3.*no record.*Pass backup_dir="):
+    with pytest.warns(UserWarning, match=r"seed=3.*without a record.*Pass backup_dir="):
         model, _ = _resume_run(tmp_path, 3, 3)
     assert all(layer.trainable for layer in model.layers)
     with warnings.catch_warnings():
@@ -468,13 +470,33 @@ def test_gradual_unfreezing_resume_into_another_model_is_refused_when_recorded(t
     _resume_run(tmp_path / "unrecorded", 3, 3, reshaped=True)
 
 
-def test_gradual_unfreezing_damaged_record_is_refused_naming_it(tmp_path):
+@pytest.mark.parametrize("text", ['{"seed": 3', "5", '[{"a": 1}]', "BROKEN_SETS"])
+def test_gradual_unfreezing_damaged_record_is_refused_naming_it(tmp_path, text):
     def damage(backup):
-        assert json.loads((backup / "gradual_unfreezing.json").read_text())["seed"] == 3
-        (backup / "gradual_unfreezing.json").write_text('{"seed": 3')
+        record = json.loads((backup / "gradual_unfreezing.json").read_text())
+        assert record["seed"] == 3
+        broken = json.dumps({**record, "frozen_sets": [[0.5, "x"]]})
+        (backup / "gradual_unfreezing.json").write_text(broken if text == "BROKEN_SETS" else text)
 
     with pytest.raises(ValueError, match=r"gradual_unfreezing.json' is damaged"):
         _resume_run(tmp_path, 3, 3, record=True, between=damage)
+
+
+def test_gradual_unfreezing_checks_the_set_before_a_change_of_fraction(tmp_path):
+    # Interrupted as epoch 2 began (the fraction goes 0.5 -> 0.25 there): the backup holds the
+    # optimizer state of epoch 1's set (0.5), while the record was last written for 0.25.
+    with pytest.raises(ValueError, match=r"at frozen fraction 0.5 the interrupted run froze 2"):
+        _resume_run(tmp_path, 3, 3, record=True, reshaped=True, stop=2)
+    model, _ = _resume_run(tmp_path / "same", 3, 3, record=True, stop=2)  # same model: resumes
+    assert all(layer.trainable for layer in model.layers)
+
+
+def test_gradual_unfreezing_backup_dir_without_a_record_says_so(tmp_path):
+    def lose(backup):
+        (backup / "gradual_unfreezing.json").unlink()
+
+    with pytest.warns(UserWarning, match=r"No record was found in backup_dir="):
+        _resume_run(tmp_path, 3, 3, record=True, between=lose)
 
 
 def test_gradual_unfreezing_backup_dir_is_checked_and_serialised(tmp_path):

@@ -221,3 +221,16 @@ def test_mcnemar_refuses_unpaired_or_empty_outcomes_and_a_bad_threshold():
         keras_freeze.mcnemar([], [])
     with pytest.raises(ValueError, match="exact_below"):
         keras_freeze.mcnemar([True], [False], exact_below=-1)
+
+
+@pytest.mark.parametrize("outcomes", [[1, 2, 0], [0.5, 1.0, 0.0], ["no", "yes", "no"], [[1, 0, 1]]])
+def test_mcnemar_refuses_outcomes_that_are_not_right_or_wrong(outcomes):
+    # Truthiness would read 2, 0.5 and "no" as right, and a 2-D array would be flattened.
+    with pytest.raises(ValueError, match=r"a_correct to be a 1-D sequence of booleans or 0/1"):
+        keras_freeze.mcnemar(outcomes, [True, False, True])
+
+
+@pytest.mark.parametrize("diffs", [["a", "b"], [[0.1, 0.2], [0.3, 0.4]], [None, 0.1]])
+def test_differences_that_are_not_a_1d_list_of_numbers_are_refused(diffs):
+    with pytest.raises(ValueError, match=r"diffs"):
+        keras_freeze.corrected_t_test(diffs, 0.1)
