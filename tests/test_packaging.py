@@ -95,7 +95,9 @@ def test_markers_are_declared_with_their_meaning():
     test_command = readme.split("<!-- test-command -->", 1)[1].split("<!-- /test-command -->")[0]
     full_run = "KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -q -p no:cacheprovider -n 2"
     assert re.search(re.escape(full_run) + r"( --dist \w+)?;", test_command), test_command
-    assert '-m "not slow"' in test_command
+    assert '-m "not slow and not once"' in test_command
+    once = [m for m in markers if m.startswith("once:")]
+    assert once and "CI runs these on the TensorFlow backend only" in once[0]
 
 
 EXAMPLE = ROOT / "examples" / "covid_cxr"

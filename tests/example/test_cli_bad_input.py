@@ -153,6 +153,7 @@ def test_missing_folds_dir_is_refused(tmp_path):
     refused(["--data-dir", str(ds), "--folds-dir", str(tmp_path / "nope")], tmp_path, "folds_dir=")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_fold_number_beyond_the_folds_is_refused_before_decoding(tmp_path):
     ds = class_tree(tmp_path / "d")
     refused(
@@ -163,6 +164,7 @@ def test_fold_number_beyond_the_folds_is_refused_before_decoding(tmp_path):
 # --------------------------------------------------------------------------------------
 # Fold lists (item 10)
 # --------------------------------------------------------------------------------------
+@pytest.mark.once  # the data checks: the same on every backend
 def test_fold_csv_that_is_not_utf8_is_refused(tmp_path):
     ds = kaggle_tree(tmp_path / "data")
     folds = write_folds(tmp_path / "folds", kaggle_fold_rows(ds))
@@ -170,6 +172,7 @@ def test_fold_csv_that_is_not_utf8_is_refused(tmp_path):
     refused(["--data-dir", str(ds), "--folds-dir", str(folds)], tmp_path, "Fold2.csv", "UTF-8")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_fold_csv_with_a_nul_byte_is_refused(tmp_path):
     ds = kaggle_tree(tmp_path / "data")
     folds = write_folds(tmp_path / "folds", kaggle_fold_rows(ds))
@@ -177,6 +180,7 @@ def test_fold_csv_with_a_nul_byte_is_refused(tmp_path):
     refused(["--data-dir", str(ds), "--folds-dir", str(folds)], tmp_path, "Fold2.csv")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_empty_test_fold_is_refused_before_training(tmp_path):
     ds = kaggle_tree(tmp_path / "data")
     rows = kaggle_fold_rows(ds)
@@ -189,6 +193,7 @@ def test_empty_test_fold_is_refused_before_training(tmp_path):
     )
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_test_fold_of_only_corrupt_images_is_refused(tmp_path):
     ds = kaggle_tree(tmp_path / "data")
     rows = kaggle_fold_rows(ds)
@@ -201,6 +206,7 @@ def test_test_fold_of_only_corrupt_images_is_refused(tmp_path):
 # --------------------------------------------------------------------------------------
 # Class folders (item 11, any class-folder data set)
 # --------------------------------------------------------------------------------------
+@pytest.mark.once  # the data checks: the same on every backend
 def test_missing_paper_class_folder_is_named(tmp_path):
     ds = kaggle_tree(tmp_path / "data")
     for f in (ds / "Viral Pneumonia" / "images").iterdir():
@@ -218,6 +224,7 @@ def test_empty_class_folder_is_named(tmp_path):
     refused(["--data-dir", str(ds)], tmp_path, "['dog']", "no image")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_class_of_only_corrupt_images_is_named(tmp_path):
     ds = class_tree(tmp_path / "d")
     for f in (ds / "fox").iterdir():
@@ -225,16 +232,19 @@ def test_class_of_only_corrupt_images_is_named(tmp_path):
     refused(["--data-dir", str(ds)], tmp_path, "['fox']", "corrupt or unreadable")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_a_single_class_folder_is_refused(tmp_path):
     ds = class_tree(tmp_path / "d", classes=("cat",))
     refused(["--data-dir", str(ds)], tmp_path, "two or more class sub-folders", "['cat']")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_alpha_paper_with_other_classes_is_refused(tmp_path):
     ds = class_tree(tmp_path / "d")
     refused(["--data-dir", str(ds), "--alpha", "paper"], tmp_path, "--alpha", "cat, dog, fox")
 
 
+@pytest.mark.once  # the data checks: the same on every backend
 def test_folds_dir_with_other_classes_is_refused(tmp_path):
     ds = class_tree(tmp_path / "d")
     folds = write_folds(tmp_path / "folds", [[("cat_0", 0)], [("dog_0", 1)]])

@@ -203,6 +203,7 @@ def _context(tmp_path, sleep):
     return argparse.Namespace(settings=_StandInSettings(tmp_path, sleep), dataset=None)
 
 
+@pytest.mark.once  # stand-in units in spawned processes: the same on every backend
 def test_a_failing_unit_does_not_stop_the_others(tmp_path, capsys):
     ctx = _context(tmp_path, sleep=0.5)
     finished = []
@@ -216,6 +217,7 @@ def test_a_failing_unit_does_not_stop_the_others(tmp_path, capsys):
     assert "RuntimeError: this unit fails" in (tmp_path / "logs" / "fail_fold1.log").read_text()
 
 
+@pytest.mark.once  # stand-in units in spawned processes: the same on every backend
 def test_ctrl_c_stops_every_unit_process(tmp_path):
     ctx = _context(tmp_path, sleep=60)
     logs = tmp_path / "logs"
