@@ -123,7 +123,7 @@ def _check_record_shape(record):
     """Raises a ValueError unless `record` has the fields and types `_write_record` writes."""
     if not isinstance(record, dict):
         raise ValueError(f"not a JSON object but {type(record).__name__}")
-    missing = sorted({"seed", "mode", "by", "target", "epoch", "frozen_sets"} - set(record))
+    missing = sorted({"seed", "mode", "by", "target", "frozen_sets"} - set(record))
     if missing:
         raise ValueError(f"missing keys {missing}")
     sets = record["frozen_sets"]
@@ -175,8 +175,8 @@ class GradualUnfreezing(keras.callbacks.Callback):
     optimizer state into an optimizer built for that set (Keras alone would
     skip or misplace it, as its variables depend on the trainable set), then
     moves on with the schedule. Give the backup folder as `backup_dir` too,
-    and the callback records its seed and frozen set there at every epoch
-    (`gradual_unfreezing.json`): a resume with another seed, `mode`, `by`,
+    and the callback records its seed and frozen sets there when the set
+    changes (`gradual_unfreezing.json`): a resume with another seed, `mode`, `by`,
     `target` or frozen set is then refused, and a stochastic schedule with
     `seed=None` resumes with the seed recorded. Without `backup_dir`, a
     stochastic schedule resumes identically only with the same fixed `seed`
@@ -445,21 +445,21 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 "the backup folder to start over."
             )
 
-    def _write_record(self, epoch):
-        """Records the seed and the frozen sets of `epoch` and of the fraction before it.
+    def _write_record(self):
+        """Records the seed and the frozen sets of the fraction in force and of the one before.
 
-        A backup written at the end of the epoch before a change of fraction holds the
-        optimizer state of the earlier set, so both are kept for the resume to check.
+        Written at a fit's first epoch and when the fraction changes. A backup written at the
+        end of the epoch before a change holds the optimizer state of the earlier set, so both
+        are kept for the resume to check.
         """
         if not self._recorded or self._recorded[-1][0] != self._applied:
-            self._recorded = [*self._recorded[-1:], [self._applied, None]]
-        self._recorded[-1][1] = self._frozen_positions(self._last_report)
+            positions = self._frozen_positions(self._last_report)
+            self._recorded = [*self._recorded[-1:], [self._applied, positions]]
         record = {
             "seed": self._run_seed if self.mode == "stochastic" else None,
             "mode": self.mode,
             "by": self.by,
             "target": self.target,
-            "epoch": epoch,
             "frozen_sets": self._recorded,  # [[fraction, frozen layer positions], ...]
         }
         os.makedirs(self.backup_dir, exist_ok=True)
@@ -480,22 +480,23 @@ class GradualUnfreezing(keras.callbacks.Callback):
         )
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch:
+        first = self._first_epoch
+        if first:
             self._first_epoch = False
             self._release()
             if self._restored:
                 self._resume(epoch, self._restored[-1])
                 if getattr(self.model, "compiled", False):
                     self.model.make_train_function(force=True)
-        self._step(epoch)
-        if self.backup_dir is not None:
-            self._write_record(epoch)
+        changed = self._step(epoch)
+        if self.backup_dir is not None and (changed or first):
+            self._write_record()
 
     def _step(self, epoch):
-        """Applies the schedule's fraction for `epoch` if it changed."""
+        """Applies the schedule's fraction for `epoch` if it changed; returns whether it did."""
         fraction = self.fraction_for_epoch(epoch)
         if fraction == self._applied:
-            return
+            return False
         report = self._apply(fraction)
         self._applied = fraction
         self._last_report = report
@@ -508,6 +509,7 @@ class GradualUnfreezing(keras.callbacks.Callback):
                 f"GradualUnfreezing: epoch {epoch + 1}: frozen fraction {fraction:g}, "
                 f"{report.n_frozen}/{report.n_layers} layers frozen."
             )
+        return True
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._last_report is not None:
