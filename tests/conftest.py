@@ -39,4 +39,3 @@ def _clear_keras_session():
 @pytest.fixture
 def backend():
     return keras.backend.backend()
-
