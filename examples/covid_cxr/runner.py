@@ -76,8 +76,10 @@ def pending(ctx: experiment.RunContext, units):
 
 def _has_model(out, record) -> bool:
     """Whether the record's saved model and its sidecar are in ``out``."""
-    path = Path(out) / (record.model or "")
-    return record.model is not None and path.is_file() and path.with_suffix(".json").is_file()
+    if record.model is None:
+        return False
+    path = Path(out) / record.model
+    return path.is_file() and path.with_suffix(".json").is_file()
 
 
 def run_plan(ctx: experiment.RunContext, on_done):
@@ -86,9 +88,13 @@ def run_plan(ctx: experiment.RunContext, on_done):
     settings = ctx.settings
     folds = list(settings.folds or range(1, len(ctx.dataset.folds) + 1))
     units = plan(settings.experiments, folds, settings.shard)
-    shard = settings.shard and ", shard {}/{}: {} unit(s)".format(*settings.shard, len(units))
+    shard = (
+        ""
+        if settings.shard is None
+        else ", shard {}/{}: {} unit(s)".format(*settings.shard, len(units))
+    )
     log(
-        f"[plan] {len(settings.experiments)} experiment(s) x {len(folds)} fold(s){shard or ''}: "
+        f"[plan] {len(settings.experiments)} experiment(s) x {len(folds)} fold(s){shard}: "
         f"experiments {', '.join(settings.experiments)}; folds {folds}"
     )
     todo, skipped = pending(ctx, units)
